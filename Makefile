@@ -1,0 +1,32 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   -- runs the search on the built-in demo spec (runs/demo.toml)
+#   make test   -- runs the test suite (slow tests excluded)
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-slow bench lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev,cluster]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/evomp run runs/demo.toml
+
+test: $(STAMP)
+	bash .ci/ensure_postgres.sh
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+lint: $(STAMP)
+	$(BIN)/ruff check evomp surrogates hwmodels tests benchmarks
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,54 @@
+"""The ``evomp`` command line. Each command group lives in its own private module that
+exposes ``register(subparsers)``; this module only assembles them."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from evomp._errors import EvompError
+
+__all__ = ["main", "build_parser"]
+
+# Command-group modules, each with ``register(subparsers) -> None``. A module that does
+# not exist yet is skipped, so groups can land independently.
+_GROUPS = ("_space", "_run", "_hw", "_baseline", "_report")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="evomp",
+        description="Pareto fronts of accuracy against memory, energy and latency over "
+        "per-channel weight and per-layer activation bit-widths.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in _GROUPS:
+        try:
+            mod = importlib.import_module(f"evomp.cli.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"evomp.cli.{name}":
+                continue
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        rc = args.func(args)
+    except EvompError as e:
+        print(f"evomp: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("evomp: interrupted; completed evaluations are saved", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
