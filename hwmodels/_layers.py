@@ -272,7 +272,8 @@ class LayerTable:
         safe = np.where(wg >= 0, wg, 0)
         if g.shape[1] == 0:
             return np.broadcast_to(self._idx["w_fixed"], (g.shape[0], self.n_channels)).copy()
-        bits = choices[g[:, safe]]
+        # pinned channels read gene 0 as a placeholder (discarded below): clip it into range
+        bits = choices[np.minimum(g[:, safe], len(choices) - 1)]
         return np.where(wg[None, :] >= 0, bits, self._idx["w_fixed"][None, :])
 
     def act_bits(self, genomes: np.ndarray) -> np.ndarray:
@@ -290,7 +291,7 @@ class LayerTable:
         safe = np.where(ag >= 0, ag, 0)
         if g.shape[1] == 0:
             return np.broadcast_to(self._idx["a_fixed"], (g.shape[0], self.n_layers)).copy()
-        bits = choices[g[:, safe]]
+        bits = choices[np.minimum(g[:, safe], len(choices) - 1)]
         return np.where(ag[None, :] >= 0, bits, self._idx["a_fixed"][None, :])
 
     def decode(self, genomes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
