@@ -1,0 +1,77 @@
+"""BitConfig: a bit-width per weight output channel and per activation, keyed by module name."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from hwmodels import MAX_BITS
+
+__all__ = ["BitConfig"]
+
+
+@dataclass(frozen=True)
+class BitConfig:
+    """A full mixed-precision configuration.
+
+    Attributes:
+        weights: module name -> bits of each output channel (0 = pruned channel).
+        activations: module name -> bits of the layer's input activation.
+    """
+
+    weights: Mapping[str, tuple[int, ...]]
+    activations: Mapping[str, int]
+
+    def __post_init__(self) -> None:
+        w: dict[str, tuple[int, ...]] = {}
+        for name, bits in dict(self.weights).items():
+            t = tuple(int(b) for b in bits)
+            if not t:
+                raise ValueError(f"weights[{name!r}] is empty: give one bit-width per channel")
+            bad = [b for b in t if b < 0 or b > MAX_BITS]
+            if bad:
+                raise ValueError(f"weights[{name!r}] has bit-widths {bad} outside 0..{MAX_BITS}")
+            w[name] = t
+        a: dict[str, int] = {}
+        for name, b in dict(self.activations).items():
+            if int(b) < 1 or int(b) > MAX_BITS:
+                raise ValueError(f"activations[{name!r}] = {b} is outside 1..{MAX_BITS}")
+            a[name] = int(b)
+        object.__setattr__(self, "weights", MappingProxyType(w))
+        object.__setattr__(self, "activations", MappingProxyType(a))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "weights": {k: list(v) for k, v in self.weights.items()},
+            "activations": dict(self.activations),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> BitConfig:
+        unknown = set(d) - {"weights", "activations"}
+        if unknown or "weights" not in d or "activations" not in d:
+            raise ValueError(
+                "a BitConfig dict needs exactly the keys 'weights' and 'activations'"
+                + (f"; unknown keys {sorted(unknown)}" if unknown else "")
+            )
+        return cls(weights=d["weights"], activations=d["activations"])
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, s: str) -> BitConfig:
+        return cls.from_dict(json.loads(s))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, BitConfig):
+            return NotImplemented
+        return dict(self.weights) == dict(other.weights) and dict(self.activations) == dict(
+            other.activations
+        )
+
+    def __hash__(self) -> int:
+        return hash(self.to_json())

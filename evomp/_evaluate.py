@@ -1,0 +1,198 @@
+"""True evaluation of bit configurations: PTQ and QAT from the float weights."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from evomp._space import SearchSpace
+from evomp._train import Diverged, QATConfig, evaluate_model, train_steps
+from evomp.quant import QuantModel
+from evomp.tasks import Task, batches
+
+__all__ = ["EvalResult", "Evaluator", "genome_hash", "FIDELITIES"]
+
+FIDELITIES = ("ptq", "short", "final")
+
+
+def genome_hash(genome: np.ndarray) -> str:
+    """Stable hash of one genome row (int8 bytes)."""
+    return hashlib.sha1(np.asarray(genome, dtype=np.int8).tobytes()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """One true evaluation.
+
+    Attributes:
+        genome_hash: hash of the genome row.
+        fidelity: ``"ptq"`` (no training), ``"short"`` (search QAT) or ``"final"``.
+        val_accuracy: metric on the validation split after QAT (NaN if failed).
+        ptq_accuracy: validation metric right after quantization, before any QAT.
+        test_accuracy: test metric, only for ``with_test=True`` evaluations.
+        val_loss: validation loss after QAT.
+        seconds: wall time of this evaluation.
+        failed: True if training diverged; ``reason`` says why.
+    """
+
+    genome_hash: str
+    fidelity: str
+    val_accuracy: float
+    ptq_accuracy: float
+    test_accuracy: float | None = None
+    val_loss: float = float("nan")
+    seconds: float = 0.0
+    failed: bool = False
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Evaluator:
+    """Evaluates genomes for real on one quantized copy of the float model.
+
+    The model is quantized once; each evaluation restores the float weights, writes the
+    genome's bits into buffers, re-initialises the quantizer ranges, runs QAT and scores.
+    Results are cached by genome hash and fidelity (in memory, and in ``cache_file``
+    as JSON lines when given).
+
+    Args:
+        task: the task (data, loss, metric).
+        space: the search space of ``float_model``.
+        float_model: the pretrained float model (copied).
+        qat: QAT settings.
+        device: torch device.
+        calib_batches: number of training batches used to calibrate activation ranges.
+        cache_file: optional JSON-lines file of results, appended to and re-read.
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        space: SearchSpace,
+        float_model: nn.Module,
+        qat: QATConfig = QATConfig(),
+        device: torch.device | str = "cpu",
+        calib_batches: int = 4,
+        cache_file: str | Path | None = None,
+    ) -> None:
+        self.task = task
+        self.space = space
+        self.qat = qat
+        self.device = torch.device(device)
+        self.qmodel = QuantModel(float_model, space.layer_names).to(self.device)
+        calib = [x for (x, _), _ in zip(batches(task.train, 256, device=self.device),
+                                         range(calib_batches))]
+        self.qmodel.calibrate(calib)
+        self.cache: dict[tuple[str, str], EvalResult] = {}
+        self.cache_file = Path(cache_file) if cache_file else None
+        if self.cache_file and self.cache_file.is_file():
+            for line in self.cache_file.read_text().splitlines():
+                try:
+                    r = EvalResult(**json.loads(line))
+                except (json.JSONDecodeError, TypeError):
+                    continue  # a line cut by a crash mid-write
+                self.cache[(r.genome_hash, r.fidelity)] = r
+
+    # ------------------------------------------------------------------ API
+    def apply(self, genome: np.ndarray) -> None:
+        """Reset to float weights and write ``genome``'s bits into the model's buffers."""
+        wb, ab = self.space.decode(np.asarray(genome).reshape(1, -1))
+        self.qmodel.reset_float()
+        self.qmodel.set_bits(wb[0], ab[0], self.space.table.layer_start)
+
+    def evaluate(
+        self,
+        genomes: np.ndarray,
+        fidelity: str = "short",
+        with_test: bool = False,
+        seed: int | None = None,
+    ) -> list[EvalResult]:
+        """Evaluate a batch of genomes (sequentially in this process).
+
+        Args:
+            genomes: ``(n, n_genes)`` int.
+            fidelity: ``"ptq"``, ``"short"`` (``qat.steps``) or ``"final"`` (``qat.final_steps``).
+            with_test: also score the test split (final reports only).
+            seed: QAT seed (default ``qat.seed``).
+
+        Returns:
+            One :class:`EvalResult` per row; a diverged QAT is a failed result, not an error.
+        """
+        if fidelity not in FIDELITIES:
+            raise ValueError(f"fidelity must be one of {FIDELITIES}, got {fidelity!r}")
+        g = self.space.check(genomes)
+        out = []
+        for row in g:
+            key = (genome_hash(row), fidelity)
+            hit = self.cache.get(key)
+            if hit is not None and (hit.test_accuracy is not None or not with_test):
+                out.append(hit)
+                continue
+            r = self._evaluate_one(row, fidelity, with_test, self.qat.seed if seed is None else seed)
+            self.cache[key] = r
+            if self.cache_file:
+                self.cache_file.parent.mkdir(parents=True, exist_ok=True)
+                with self.cache_file.open("a") as f:
+                    f.write(json.dumps(r.to_dict()) + "\n")
+            out.append(r)
+        return out
+
+    def model_for(self, genome: np.ndarray, fidelity: str = "final", seed: int | None = None
+                  ) -> QuantModel:
+        """Train ``genome`` at ``fidelity`` and return the fake-quant model (for export)."""
+        self.apply(genome)
+        steps = {"ptq": 0, "short": self.qat.steps, "final": self.qat.final_steps}[fidelity]
+        self._qat(steps, self.qat.seed if seed is None else seed)
+        return self.qmodel
+
+    # ------------------------------------------------------------ internals
+    def _qat(self, steps: int, seed: int) -> None:
+        q = self.qmodel
+        groups = [
+            {"params": q.weight_parameters(), "lr": self.qat.lr},
+            {"params": q.quant_parameters(), "lr": self.qat.quant_lr},
+        ]
+        train_steps(q, self.task, steps, groups, self.qat.batch_size, seed, self.device)
+
+    def _evaluate_one(self, row: np.ndarray, fidelity: str, with_test: bool, seed: int
+                      ) -> EvalResult:
+        t0 = time.perf_counter()
+        h = genome_hash(row)
+        self.apply(row)
+        ptq, _ = evaluate_model(self.qmodel, self.task, self.task.val, self.device)
+        steps = {"ptq": 0, "short": self.qat.steps, "final": self.qat.final_steps}[fidelity]
+        try:
+            self._qat(steps, seed)
+        except Diverged as e:
+            return EvalResult(h, fidelity, float("nan"), ptq, None, float("nan"),
+                              time.perf_counter() - t0, True, f"QAT diverged: {e}")
+        val, loss = evaluate_model(self.qmodel, self.task, self.task.val, self.device)
+        if not np.isfinite(loss):
+            return EvalResult(h, fidelity, float("nan"), ptq, None, loss,
+                              time.perf_counter() - t0, True, "validation loss is not finite")
+        test = None
+        if with_test:
+            test, _ = evaluate_model(self.qmodel, self.task, self.task.test, self.device)
+        return EvalResult(h, fidelity, val, ptq, test, loss, time.perf_counter() - t0)
+
+
+def evaluate_uniform(
+    evaluator: Evaluator, settings: Sequence[tuple[int, int, str]]
+) -> list[tuple[str, EvalResult]]:
+    """Evaluate uniform ``(w_bits, a_bits, fidelity)`` settings with test accuracy."""
+    out = []
+    for w, a, fid in settings:
+        g = evaluator.space.uniform(w, a)
+        out.append((f"w{w}a{a}-{fid}", evaluator.evaluate(g, fid, with_test=True)[0]))
+    return out

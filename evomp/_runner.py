@@ -1,0 +1,175 @@
+"""Build a run's parts from its spec: task, float model, space, evaluator, run directory."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from evomp._errors import EvompError
+from evomp._evaluate import Evaluator
+from evomp._space import SearchSpace
+from evomp._spec import RunSpec, spec_to_toml
+from evomp._train import QATConfig, TrainConfig, pretrain, resolve_device, set_threads
+from evomp.tasks import MODELS, Task, from_npz, get_task
+
+__all__ = ["build_task", "build_space", "RunContext", "open_run", "default_out_dir"]
+
+log = logging.getLogger("evomp")
+
+
+def build_task(spec: RunSpec) -> Task:
+    t = spec.task
+    kw = dict(t.model_kwargs)
+    if t.name in ("mnist1d", "digits"):
+        return get_task(
+            t.name, t.model or None, seed=spec.seed, val_fraction=t.val_fraction, model_kwargs=kw
+        )
+    model = t.model or "cnn1d"
+    if model not in MODELS:
+        raise EvompError(f"task.model {model!r} is not in the zoo; choose one of {sorted(MODELS)}")
+    with np.load(t.path) if Path(t.path).is_file() else _missing(t.path) as z:
+        x = z["x_train"]
+        n_classes = int(max(z["y_train"].max(), z["y_test"].max()) + 1)
+    if x.ndim == 2:
+        raise EvompError(
+            f"{t.path}: x_train is (N, features); give (N, channels, length) for 1-D models "
+            "or (N, channels, H, W) for 2-D ones"
+        )
+    kw.setdefault("in_channels", int(x.shape[1]))
+    kw.setdefault("n_classes", n_classes)
+    if model == "cnn1d":
+        kw.setdefault("length", int(x.shape[-1]))
+    factory = MODELS[model]
+    return from_npz(
+        t.path,
+        lambda: factory(**kw),
+        model_name=model,
+        val_fraction=t.val_fraction,
+        seed=spec.seed,
+    )
+
+
+def _missing(path: str) -> Any:
+    raise EvompError(f"task.path {path!r} does not exist")
+
+
+def build_space(spec: RunSpec, model: nn.Module | None = None, task: Task | None = None
+                ) -> SearchSpace:
+    """Trace the spec's model (a fresh one unless given) into a :class:`SearchSpace`."""
+    task = task or build_task(spec)
+    model = model if model is not None else task.model_factory()
+    s = spec.space
+    return SearchSpace.from_model(
+        model,
+        task.example_input(),
+        w_bits=s.w_bits,
+        a_bits=s.a_bits,
+        granularity=s.granularity,
+        pin=s.pin,
+        exclude=s.exclude,
+    )
+
+
+def default_out_dir(spec: RunSpec) -> Path:
+    return Path("runs") / spec.name
+
+
+@dataclass
+class RunContext:
+    """Everything a run (search or baseline) works with, built once."""
+
+    spec: RunSpec
+    out: Path
+    task: Task
+    model: nn.Module
+    space: SearchSpace
+    evaluator: Evaluator
+    device: torch.device
+    float_info: dict[str, Any] = field(default_factory=dict)
+
+    def qat_config(self) -> QATConfig:
+        return qat_config(self.spec)
+
+
+def qat_config(spec: RunSpec) -> QATConfig:
+    q = spec.qat
+    return QATConfig(
+        steps=q.steps,
+        final_steps=q.final_steps,
+        lr=q.lr,
+        quant_lr=q.quant_lr,
+        batch_size=q.batch_size,
+        seed=spec.seed,
+    )
+
+
+def setup_logging(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger("evomp")
+    root.setLevel(logging.INFO)
+    target = str((out / "run.log").resolve())
+    if not any(getattr(h, "baseFilename", None) == target for h in root.handlers):
+        fh = logging.FileHandler(target)
+        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        root.addHandler(fh)
+
+
+def open_run(spec: RunSpec, out: str | Path | None = None, threads: int | None = None
+             ) -> RunContext:
+    """Create or reopen the run directory, pretrain (or load) the float model, build parts.
+
+    Writes ``spec.toml`` (the resolved spec) and ``float.pt``; refuses to reuse a directory
+    whose saved spec names another task or space, so nothing saved is overwritten.
+    """
+    out_dir = Path(out) if out else default_out_dir(spec)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    setup_logging(out_dir)
+    _check_same_run(spec, out_dir)
+    (out_dir / "spec.toml").write_text(spec_to_toml(spec))
+    n = set_threads(threads if threads is not None else (spec.threads or None))
+    device = resolve_device(spec.device)
+    torch.manual_seed(spec.seed)
+    task = build_task(spec)
+    p = spec.pretrain
+    t0 = time.perf_counter()
+    model, info = pretrain(
+        task,
+        TrainConfig(p.epochs, p.lr, p.batch_size, p.weight_decay, spec.seed),
+        cache_path=out_dir / "float.pt",
+        device=device,
+    )
+    log.info("float model %s (%.1fs, threads=%d, device=%s)", info, time.perf_counter() - t0, n,
+             device)
+    space = build_space(spec, model, task)
+    (out_dir / "space.json").write_text(space.table.to_json())
+    evaluator = Evaluator(task, space, model, qat_config(spec), device=device)
+    return RunContext(spec, out_dir, task, model, space, evaluator, device, info)
+
+
+def _check_same_run(spec: RunSpec, out_dir: Path) -> None:
+    saved = out_dir / "spec.toml"
+    if not saved.is_file():
+        return
+    from evomp._spec import load_spec
+
+    try:
+        old = load_spec(saved)
+    except EvompError:
+        return
+    if (old.task, old.space, old.seed) != (spec.task, spec.space, spec.seed):
+        raise EvompError(
+            f"{out_dir} holds a run of another task, space or seed; pass --out to write "
+            "this run elsewhere (nothing was changed)"
+        )
+
+
+def cpu_count() -> int:
+    return os.cpu_count() or 1

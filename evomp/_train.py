@@ -1,0 +1,229 @@
+"""Float pretraining (cached on disk), evaluation, and quantization-aware training."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from evomp._errors import EvompError
+from evomp.tasks import Task, batches
+from evomp.tasks._task import Data
+
+__all__ = [
+    "TrainConfig",
+    "QATConfig",
+    "Diverged",
+    "resolve_device",
+    "set_threads",
+    "pretrain",
+    "evaluate_model",
+    "train_steps",
+    "make_adam",
+]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Float pretraining: Adam with cosine decay over ``epochs``."""
+
+    epochs: int = 40
+    lr: float = 3e-3
+    batch_size: int = 128
+    weight_decay: float = 1e-4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _positive(self, ("epochs", "lr", "batch_size"))
+
+
+@dataclass(frozen=True)
+class QATConfig:
+    """Quantization-aware training from the float weights.
+
+    ``steps`` is the short QAT of every search evaluation; ``final_steps`` the longer QAT
+    of the final front. Weights train at ``lr``, quantizer scales/ranges at ``quant_lr``;
+    both decay with a cosine schedule.
+    """
+
+    steps: int = 300
+    final_steps: int = 1500
+    lr: float = 1e-3
+    quant_lr: float = 1e-2
+    batch_size: int = 128
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _positive(self, ("lr", "quant_lr", "batch_size"))
+        if self.steps < 0 or self.final_steps < 0:
+            raise EvompError("qat.steps and qat.final_steps must be >= 0")
+
+
+def _positive(obj: object, names: tuple[str, ...]) -> None:
+    for n in names:
+        v = getattr(obj, n)
+        if not v > 0:
+            raise EvompError(f"{type(obj).__name__}.{n} must be > 0, got {v!r}")
+
+
+class Diverged(RuntimeError):
+    """Training produced a NaN or infinite loss."""
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise EvompError("device 'cuda' requested but CUDA is not available; use 'cpu' or 'auto'")
+    return dev
+
+
+def set_threads(n: int | None) -> int:
+    """Set torch's intra-op thread count explicitly (``None``: all cores); returns it."""
+    import os
+
+    n = n or os.cpu_count() or 1
+    torch.set_num_threads(max(1, int(n)))
+    return torch.get_num_threads()
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: nn.Module, task: Task, split: Data, device: torch.device | str = "cpu",
+    batch_size: int = 1024,
+) -> tuple[float, float]:
+    """``(metric, mean loss)`` of ``model`` on ``split`` in eval mode."""
+    was = model.training
+    model.eval()
+    tot_m = tot_l = 0.0
+    n = 0
+    try:
+        for x, y in batches(split, batch_size, device=device):
+            out = model(x)
+            k = y.shape[0]
+            tot_m += task.metric(out, y) * k
+            tot_l += float(task.loss_fn(out, y)) * k
+            n += k
+    finally:
+        model.train(was)
+    return tot_m / n, tot_l / n
+
+
+def train_steps(
+    model: nn.Module,
+    task: Task,
+    steps: int,
+    param_groups: list[dict],
+    batch_size: int,
+    seed: int,
+    device: torch.device | str = "cpu",
+) -> float:
+    """Train for ``steps`` Adam steps with cosine decay; returns the last-epoch mean loss.
+
+    Raises:
+        Diverged: a NaN or infinite loss.
+    """
+    if steps <= 0:
+        return float("nan")
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    opt = make_adam(param_groups)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+    )
+    model.train()
+    step = 0
+    recent: list[float] = []
+    while step < steps:
+        for x, y in batches(task.train, batch_size, shuffle=True, generator=gen, device=device):
+            loss = task.loss_fn(model(x), y)
+            if not torch.isfinite(loss):
+                raise Diverged(f"loss became {float(loss.detach())} at step {step}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            recent.append(float(loss.detach()))
+            step += 1
+            if step >= steps:
+                break
+    tail = recent[-20:]
+    return sum(tail) / len(tail)
+
+
+def make_adam(param_groups: list[dict]) -> torch.optim.Optimizer:
+    """Adam with the fused kernel (CPU and CUDA): one call per step, not one per tensor."""
+    try:
+        return torch.optim.Adam(param_groups, fused=True)
+    except (RuntimeError, TypeError):  # e.g. a parameter dtype without a fused kernel
+        return torch.optim.Adam(param_groups)
+
+
+def _cache_key(task: Task, cfg: TrainConfig) -> str:
+    blob = json.dumps({"task": task.fingerprint(), "cfg": asdict(cfg)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def pretrain(
+    task: Task,
+    cfg: TrainConfig = TrainConfig(),
+    cache_path: str | Path | None = None,
+    device: torch.device | str = "cpu",
+) -> tuple[nn.Module, dict]:
+    """Train the task's model in float, or load it from ``cache_path`` if trained before.
+
+    The cache is keyed by the task's data fingerprint and ``cfg``; a stale checkpoint is
+    retrained (and overwritten), never silently reused.
+
+    Returns:
+        ``(model, info)`` with ``info`` holding val/test accuracy, seconds and whether cached.
+    """
+    device = torch.device(device)
+    key = _cache_key(task, cfg)
+    model = task.model_factory().to(device)
+    if cache_path is not None:
+        p = Path(cache_path)
+        if p.is_file():
+            ck = torch.load(p, map_location=device, weights_only=True)
+            if ck.get("key") == key:
+                model.load_state_dict(ck["state_dict"])
+                info = dict(ck["info"], cached=True)
+                return model, info
+    torch.manual_seed(cfg.seed)
+    model = task.model_factory().to(device)
+    t0 = time.perf_counter()
+    n_train = len(task.train) if hasattr(task.train, "__len__") else 0
+    steps_per_epoch = max(1, math.ceil(n_train / cfg.batch_size)) if n_train else None
+    if steps_per_epoch is None:
+        steps_per_epoch = len(task.train)  # a DataLoader's number of batches
+    train_steps(
+        model,
+        task,
+        cfg.epochs * steps_per_epoch,
+        [{"params": list(model.parameters()), "lr": cfg.lr, "weight_decay": cfg.weight_decay}],
+        cfg.batch_size,
+        cfg.seed,
+        device,
+    )
+    val, _ = evaluate_model(model, task, task.val, device)
+    test, _ = evaluate_model(model, task, task.test, device)
+    info = {
+        "val_accuracy": val,
+        "test_accuracy": test,
+        "seconds": time.perf_counter() - t0,
+        "cached": False,
+    }
+    if cache_path is not None:
+        p = Path(cache_path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_suffix(".tmp")
+        torch.save({"key": key, "state_dict": model.state_dict(), "info": info}, tmp)
+        tmp.replace(p)
+    return model, info

@@ -1,0 +1,258 @@
+"""Fake-quantization functions with straight-through gradients.
+
+Weights: per-output-channel symmetric quantization with a per-channel scale (learnable
+during QAT, LSQ-style). ``b`` bits give the signed levels ``-(2^(b-1)-1) .. 2^(b-1)-1``
+times the scale; ``b = 1`` is binary (``±scale``); ``b = 0`` prunes the channel (zeros).
+
+Activations: per-tensor, unsigned (``0 .. 2^b-1`` levels over ``[0, alpha]``) when the
+tensor is non-negative, signed (``±(2^(b-1)-1)`` levels over ``[-alpha, alpha]``)
+otherwise; ``alpha`` is calibrated by minimising the mean squared error and is learnable
+during QAT (PACT-style).
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = [
+    "round_ste",
+    "weight_qmax",
+    "init_weight_scale",
+    "quantize_weight",
+    "fake_quant_weight",
+    "act_levels",
+    "calibrate_alpha",
+    "quantize_act",
+    "fake_quant_act",
+]
+
+_CLIP_GRID = torch.linspace(0.05, 1.0, 40)
+
+
+def round_ste(x: torch.Tensor) -> torch.Tensor:
+    """Round in the forward pass, identity gradient in the backward pass."""
+    return x + (torch.round(x) - x).detach()
+
+
+def _sign_ste(x: torch.Tensor) -> torch.Tensor:
+    s = torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
+    return x + (s - x).detach()
+
+
+def weight_qmax(bits: torch.Tensor) -> torch.Tensor:
+    """Largest integer level per channel: ``2^(b-1)-1`` for ``b >= 2``, 1 for ``b <= 1``.
+
+    Args:
+        bits: ``(out,)`` integer bit-widths.
+
+    Returns:
+        ``(out,)`` float tensor.
+    """
+    b = bits.to(torch.float32)
+    return torch.clamp(torch.pow(2.0, b - 1.0) - 1.0, min=1.0)
+
+
+def _flat(w: torch.Tensor) -> torch.Tensor:
+    return w.reshape(w.shape[0], -1)
+
+
+def init_weight_scale(w: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
+    """Per-channel scale minimising the squared quantization error of each channel.
+
+    A grid of clipping ratios (5% .. 100% of the channel's max magnitude) is searched for
+    every channel at once; binary channels use the L2-optimal ``mean |w|``.
+
+    Args:
+        w: ``(out, ...)`` weights.
+        bits: ``(out,)`` bit-widths.
+
+    Returns:
+        ``(out,)`` positive scales (pruned channels get 1.0, unused).
+    """
+    with torch.no_grad():
+        wf = _flat(w).float()
+        maxabs = wf.abs().amax(dim=1).clamp_min(1e-12)
+        qmax = weight_qmax(bits.to(w.device))
+        grid = _CLIP_GRID.to(w.device)
+        # (out, G) candidate scales
+        cand = maxabs[:, None] * grid[None, :] / qmax[:, None]
+        x = wf[:, None, :] / cand[:, :, None]
+        q = torch.clamp(torch.round(x), -qmax[:, None, None], qmax[:, None, None])
+        err = ((q * cand[:, :, None] - wf[:, None, :]) ** 2).sum(dim=2)
+        scale = cand.gather(1, err.argmin(dim=1, keepdim=True)).squeeze(1)
+        binary = bits == 1
+        if binary.any():
+            scale = torch.where(binary, wf.abs().mean(dim=1).clamp_min(1e-12), scale)
+        return torch.where(bits > 0, scale, torch.ones_like(scale))
+
+
+class _WeightFakeQuant(torch.autograd.Function):
+    """Per-channel fake-quant as one autograd node (STE for ``w``, LSQ for ``scale``)."""
+
+    @staticmethod
+    def forward(ctx, w, scale, qmax, keep, binary):  # type: ignore[override]
+        x = w / scale
+        q = torch.round(x).clamp_(min=-qmax, max=qmax)
+        if binary is not None:
+            q = torch.where(binary, torch.where(x >= 0, 1.0, -1.0).to(q.dtype), q)
+        out = q * scale * keep
+        ctx.save_for_backward(x, q, qmax, keep)
+        ctx.binary = binary is not None
+        ctx.shape = scale.shape
+        return out
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        x, q, qmax, keep = ctx.saved_tensors
+        gk = g * keep
+        if ctx.binary:
+            inside = torch.ones_like(x, dtype=torch.bool)  # sign STE passes everything
+            ds = q  # d(s * sign(w/s))/ds = sign
+        else:
+            inside = x.abs() <= qmax
+            ds = torch.where(inside, q - x, q)
+        gw = gk * inside
+        dims = tuple(range(1, g.dim()))
+        gs = (gk * ds).sum(dim=dims, keepdim=True).reshape(ctx.shape)
+        return gw, gs, None, None, None
+
+
+def quantize_weight(w: torch.Tensor, bits: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Fake-quantize weights per output channel with straight-through rounding.
+
+    Gradients reach ``w`` (STE, zero outside the clipping range) and ``scale`` (LSQ).
+
+    Args:
+        w: ``(out, ...)`` weights.
+        bits: ``(out,)`` integer bit-widths in 0..16.
+        scale: ``(out,)`` positive per-channel step sizes.
+
+    Returns:
+        Tensor shaped like ``w``; channels with 0 bits are exactly zero.
+    """
+    qmax, keep, binary = weight_quant_consts(bits, w.dim(), w.dtype)
+    return quantize_weight_fast(w, scale, qmax, keep, binary)
+
+
+def weight_quant_consts(
+    bits: torch.Tensor, dim: int, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Broadcastable ``(qmax, keep, binary-mask-or-None)`` for :func:`quantize_weight_fast`.
+
+    Computed once per configuration (a layer caches them when its bits change).
+    """
+    shape = (-1,) + (1,) * (dim - 1)
+    b = bits.reshape(shape)
+    qmax = weight_qmax(bits).to(dtype).reshape(shape)
+    keep = (b > 0).to(dtype)
+    binary = (b == 1) if bool((bits == 1).any()) else None
+    return qmax, keep, binary
+
+
+def quantize_weight_fast(
+    w: torch.Tensor,
+    scale: torch.Tensor,
+    qmax: torch.Tensor,
+    keep: torch.Tensor,
+    binary: torch.Tensor | None,
+) -> torch.Tensor:
+    """:func:`quantize_weight` with the per-configuration constants precomputed."""
+    shape = (-1,) + (1,) * (w.dim() - 1)
+    return _WeightFakeQuant.apply(w, scale.reshape(shape), qmax, keep, binary)
+
+
+def fake_quant_weight(w: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
+    """Quantize with the MSE-initialised scale: what PTQ and the start of QAT apply.
+
+    Args:
+        w: ``(out, ...)`` weights.
+        bits: ``(out,)`` integer bit-widths (0 = pruned).
+
+    Returns:
+        Tensor shaped like ``w``.
+    """
+    bits = torch.as_tensor(bits, dtype=torch.long, device=w.device)
+    if bits.shape != (w.shape[0],):
+        raise ValueError(f"bits must have shape ({w.shape[0]},), got {tuple(bits.shape)}")
+    return quantize_weight(w, bits, init_weight_scale(w, bits))
+
+
+def act_levels(bits: int | torch.Tensor, signed: bool | torch.Tensor) -> torch.Tensor:
+    """Largest integer level of an activation quantizer (``2^b-1`` or ``2^(b-1)-1``)."""
+    b = torch.as_tensor(bits, dtype=torch.float32)
+    sg = torch.as_tensor(signed)
+    return torch.where(sg, torch.clamp(2.0 ** (b - 1) - 1, min=1.0), 2.0**b - 1)
+
+
+class _ActFakeQuant(torch.autograd.Function):
+    """Per-tensor fake-quant as one autograd node: STE for ``x``, LSQ for the step."""
+
+    @staticmethod
+    def forward(ctx, x, step, qmin, qmax):  # type: ignore[override]
+        xs = x / step
+        q = torch.round(xs).clamp_(qmin, qmax)
+        ctx.save_for_backward(xs, q, step)
+        ctx.q = (qmin, qmax)
+        return q * step
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        xs, q, step = ctx.saved_tensors
+        qmin, qmax = ctx.q
+        inside = (xs >= qmin) & (xs <= qmax)
+        gx = g * inside
+        # d(q*s)/ds: q - x/s inside the range (LSQ), the clipped level outside
+        gs = (torch.dot(g.reshape(-1), q.reshape(-1)) - torch.dot(gx.reshape(-1), xs.reshape(-1)))
+        gs = gs.reshape(step.shape)
+        return gx, gs, None, None
+
+
+def quantize_act(
+    x: torch.Tensor, bits: int | torch.Tensor, alpha: torch.Tensor, signed: torch.Tensor | bool
+) -> torch.Tensor:
+    """Fake-quantize a tensor per tensor over ``[0, alpha]`` or ``[-alpha, alpha]``.
+
+    Gradients reach ``x`` (STE inside the range) and ``alpha`` (LSQ, equivalent to
+    PACT's learnable clipping range).
+    """
+    b = int(bits)
+    if bool(signed):
+        qmin, qmax = -max(2 ** (b - 1) - 1, 1), max(2 ** (b - 1) - 1, 1)
+    else:
+        qmin, qmax = 0, 2**b - 1
+    step = (alpha.abs() + 1e-8) / qmax
+    return _ActFakeQuant.apply(x, step, qmin, qmax)
+
+
+def calibrate_alpha(x: torch.Tensor, bits: int, signed: bool) -> float:
+    """Clipping range that minimises the squared quantization error of ``x``.
+
+    Args:
+        x: sample of activation values (any shape).
+        bits: activation bit-width.
+        signed: quantize over ``[-alpha, alpha]`` instead of ``[0, alpha]``.
+    """
+    with torch.no_grad():
+        xf = x.detach().reshape(-1).float()
+        if xf.numel() > 65536:
+            idx = torch.linspace(0, xf.numel() - 1, 65536).long()
+            xf = xf[idx]
+        top = xf.abs().max().clamp_min(1e-8)
+        cands = top * _CLIP_GRID.to(xf.device)
+        levels = float(act_levels(bits, signed))
+        lo = -cands[:, None] if signed else torch.zeros_like(cands)[:, None]
+        xc = torch.minimum(torch.maximum(xf[None, :], lo), cands[:, None])
+        step = cands[:, None] / levels
+        err = ((torch.round(xc / step) * step - xf[None, :]) ** 2).mean(dim=1)
+        return float(cands[err.argmin()])
+
+
+def fake_quant_act(
+    x: torch.Tensor, bits: int, signed: bool, alpha: float | None = None
+) -> torch.Tensor:
+    """Quantize an activation tensor; ``alpha=None`` calibrates the range on ``x`` itself."""
+    if alpha is None:
+        alpha = calibrate_alpha(x, bits, signed)
+    return quantize_act(
+        x, torch.tensor(bits), torch.tensor(float(alpha), dtype=x.dtype), bool(signed)
+    )

@@ -1,0 +1,112 @@
+"""A quantizable layer: the original Conv/Linear plus bit-width buffers and quantizer state."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from evomp.quant._functional import (
+    calibrate_alpha,
+    init_weight_scale,
+    quantize_act,
+    quantize_weight_fast,
+    weight_quant_consts,
+)
+
+__all__ = ["QuantLayer", "QUANTIZABLE"]
+
+QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
+_MAX_BITS = 16
+
+
+class QuantLayer(nn.Module):
+    """Wraps one ``nn.Conv1d``/``nn.Conv2d``/``nn.Linear`` with fake-quantized weights and input.
+
+    State (all re-configurable without rebuilding the module):
+        ``w_bits`` buffer ``(out,)``: weight bits per output channel (0 = pruned).
+        ``w_scale`` parameter ``(out,)``: per-channel step, learnable in QAT.
+        ``a_bits`` buffer ``()``: input-activation bits.
+        ``a_alpha`` parameter ``()``: clipping range, learnable in QAT.
+        ``a_table`` buffer ``(17,)``: calibrated MSE-optimal range for every bit-width.
+        ``a_signed`` buffer ``()``: whether the input is signed (set at calibration).
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        if not isinstance(module, QUANTIZABLE):
+            raise TypeError(f"cannot quantize {type(module).__name__}")
+        self.module = module
+        out = module.weight.shape[0]
+        dev = module.weight.device
+        self.register_buffer("w_bits", torch.full((out,), 8, dtype=torch.long, device=dev))
+        self.w_scale = nn.Parameter(torch.ones(out, device=dev))
+        self.register_buffer("a_bits", torch.tensor(8, dtype=torch.long, device=dev))
+        self.a_alpha = nn.Parameter(torch.tensor(1.0, device=dev))
+        self.register_buffer("a_table", torch.ones(_MAX_BITS + 1, device=dev))
+        self.register_buffer("a_signed", torch.tensor(True, device=dev))
+        self._signed = True
+        self._a_bits = 8
+        self.quantize_weights = True
+        self.quantize_input = True
+        self.init_weight_scale()
+
+    # ------------------------------------------------------------ configuration
+    @torch.no_grad()
+    def set_bits(self, w_bits: torch.Tensor | None = None, a_bits: int | None = None) -> None:
+        """Set bit-widths in place and re-initialise the matching quantizer ranges."""
+        if w_bits is not None:
+            self.w_bits.copy_(torch.as_tensor(w_bits, dtype=torch.long))
+            self.init_weight_scale()
+        if a_bits is not None:
+            self.a_bits.fill_(int(a_bits))
+            self._a_bits = int(a_bits)
+            self.a_alpha.copy_(self.a_table[int(a_bits)])
+
+    @torch.no_grad()
+    def init_weight_scale(self) -> None:
+        """MSE-optimal per-channel scales for the current bits and weights."""
+        w = self.module.weight
+        self.w_scale.copy_(init_weight_scale(w, self.w_bits))
+        self._consts = weight_quant_consts(self.w_bits, w.dim(), w.dtype)
+
+    @torch.no_grad()
+    def calibrate(self, x: torch.Tensor) -> None:
+        """Record the input's sign and the MSE-optimal range for every bit-width."""
+        signed = bool((x < 0).any())
+        self._signed = signed
+        self.a_signed.fill_(signed)
+        for b in range(1, _MAX_BITS + 1):
+            self.a_table[b] = calibrate_alpha(x, b, signed)
+        self.a_alpha.copy_(self.a_table[int(self.a_bits)])
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._signed = bool(self.a_signed)
+        self._a_bits = int(self.a_bits)
+        w = self.module.weight
+        self._consts = weight_quant_consts(self.w_bits, w.dim(), w.dtype)
+
+    # ------------------------------------------------------------------ forward
+    def quantized_weight(self) -> torch.Tensor:
+        w = self.module.weight
+        if not self.quantize_weights:
+            return w
+        qmax, keep, binary = self._consts
+        return quantize_weight_fast(w, self.w_scale.abs() + 1e-12, qmax, keep, binary)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.quantize_input:
+            x = quantize_act(x, self._a_bits, self.a_alpha, self._signed)
+        w = self.quantized_weight()
+        m = self.module
+        if isinstance(m, nn.Linear):
+            return F.linear(x, w, m.bias)
+        if m.padding_mode != "zeros":
+            return m._conv_forward(x, w, m.bias)  # type: ignore[union-attr]
+        if isinstance(m, nn.Conv1d):
+            return F.conv1d(x, w, m.bias, m.stride, m.padding, m.dilation, m.groups)
+        return F.conv2d(x, w, m.bias, m.stride, m.padding, m.dilation, m.groups)
+
+    def extra_repr(self) -> str:
+        return f"signed_input={self._signed}"

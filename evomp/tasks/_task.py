@@ -1,0 +1,184 @@
+"""Task: a model factory, train/validation/test data, loss and metric."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from evomp._errors import EvompError
+
+__all__ = ["Task", "TensorData", "Data", "batches", "accuracy", "from_arrays", "from_npz"]
+
+
+@dataclass(frozen=True)
+class TensorData:
+    """An in-memory split: ``x (N, ...)`` float32 inputs and ``y (N,)`` int64 labels."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.x.shape[0] != self.y.shape[0]:
+            raise EvompError(
+                f"inputs and labels differ in length: {self.x.shape[0]} vs {self.y.shape[0]}"
+            )
+        if self.x.shape[0] == 0:
+            raise EvompError("a data split is empty")
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+
+Data = TensorData | DataLoader
+
+
+def batches(
+    data: Data,
+    batch_size: int,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Iterate ``(x, y)`` mini-batches of a split (tensors or a user DataLoader)."""
+    if isinstance(data, TensorData):
+        n = len(data)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        for i in range(0, n, batch_size):
+            idx = order[i : i + batch_size]
+            yield data.x[idx].to(device), data.y[idx].to(device)
+    else:
+        for x, y in data:
+            yield x.to(device), y.to(device)
+
+
+def accuracy(output: torch.Tensor, y: torch.Tensor) -> float:
+    """Top-1 accuracy of logits ``(N, classes)`` against labels ``(N,)``."""
+    return float((output.argmax(dim=1) == y).float().mean())
+
+
+@dataclass
+class Task:
+    """Everything an evaluation needs besides bit-widths.
+
+    Attributes:
+        name: task name (used in cache keys).
+        model_factory: builds a fresh float model (random init).
+        train / val / test: the splits; search uses ``val`` carved from the training data,
+            ``test`` is touched only for final reports.
+        loss_fn: ``loss_fn(logits, y) -> scalar tensor``.
+        metric: ``metric(logits, y) -> float`` (higher is better), averaged over samples.
+        model_name: name of the model architecture (for cache keys and manifests).
+    """
+
+    name: str
+    model_factory: Callable[[], nn.Module]
+    train: Data
+    val: Data
+    test: Data
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy
+    metric: Callable[[torch.Tensor, torch.Tensor], float] = accuracy
+    model_name: str = "custom"
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def example_input(self, n: int = 8) -> torch.Tensor:
+        x, _ = next(batches(self.train, n))
+        return x[:n]
+
+    def fingerprint(self) -> str:
+        """A short hash of the data (shapes and a sample of values) and the model name."""
+        h = hashlib.sha256(f"{self.name}|{self.model_name}".encode())
+        for split in (self.train, self.val, self.test):
+            if isinstance(split, TensorData):
+                h.update(str(tuple(split.x.shape)).encode())
+                h.update(split.x.reshape(-1)[:: max(1, split.x.numel() // 4096)].numpy().tobytes())
+                h.update(split.y.numpy().tobytes())
+            else:
+                h.update(f"loader:{len(split.dataset)}".encode())  # type: ignore[arg-type]
+        return h.hexdigest()[:16]
+
+
+def _split_val(
+    x: np.ndarray, y: np.ndarray, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    if not 0 < val_fraction < 1:
+        raise EvompError(f"val_fraction must lie in (0, 1), got {val_fraction}")
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(x))
+    n_val = max(1, int(round(len(x) * val_fraction)))
+    v, t = perm[:n_val], perm[n_val:]
+    return x[t], y[t], x[v], y[v]
+
+
+def from_arrays(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    model_factory: Callable[[], nn.Module],
+    *,
+    name: str = "arrays",
+    model_name: str = "custom",
+    val_fraction: float = 0.125,
+    seed: int = 0,
+    standardize: bool = True,
+) -> Task:
+    """A classification task from numpy arrays.
+
+    The validation split is carved from the training set (``val_fraction``, seeded);
+    inputs are standardised with training statistics (one mean and std for all features).
+    """
+    arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+    for k, a in arrays.items():
+        if not isinstance(a, np.ndarray):
+            raise EvompError(f"{k} must be a numpy array, got {type(a).__name__}")
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise EvompError(
+            f"x_train samples are {x_train.shape[1:]} but x_test samples are {x_test.shape[1:]}"
+        )
+    for k in ("y_train", "y_test"):
+        a = arrays[k]
+        if a.ndim != 1 or a.dtype.kind not in "iu":
+            raise EvompError(f"{k} must be a 1-D array of integer class labels")
+    xt, yt, xv, yv = _split_val(x_train, y_train, val_fraction, seed)
+    mean, std = (float(xt.mean()), float(xt.std()) or 1.0) if standardize else (0.0, 1.0)
+
+    def td(x: np.ndarray, y: np.ndarray) -> TensorData:
+        return TensorData(
+            torch.as_tensor((x - mean) / std, dtype=torch.float32),
+            torch.as_tensor(y, dtype=torch.long),
+        )
+
+    return Task(
+        name=name,
+        model_factory=model_factory,
+        train=td(xt, yt),
+        val=td(xv, yv),
+        test=td(x_test, y_test),
+        model_name=model_name,
+        info={"mean": mean, "std": std, "n_classes": int(max(y_train.max(), y_test.max()) + 1)},
+    )
+
+
+def from_npz(
+    path: str | Path, model_factory: Callable[[], nn.Module], **kwargs: Any
+) -> Task:
+    """A task from an ``.npz`` file holding ``x_train, y_train, x_test, y_test``."""
+    p = Path(path)
+    if not p.is_file():
+        raise EvompError(f"data file {str(p)!r} does not exist")
+    with np.load(p) as z:
+        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z]
+        if missing:
+            raise EvompError(f"{p} lacks arrays {missing}; it needs x_train, y_train, x_test, y_test")
+        arrs = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    kwargs.setdefault("name", p.stem)
+    return from_arrays(**arrs, model_factory=model_factory, **kwargs)
