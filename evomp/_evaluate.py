@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -42,6 +43,7 @@ class EvalResult:
         val_loss: validation loss after QAT.
         seconds: wall time of this evaluation.
         failed: True if training diverged; ``reason`` says why.
+        cpu_seconds: CPU time of the process during this evaluation (all threads).
     """
 
     genome_hash: str
@@ -53,6 +55,7 @@ class EvalResult:
     seconds: float = 0.0
     failed: bool = False
     reason: str = ""
+    cpu_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -117,6 +120,7 @@ class Evaluator:
         fidelity: str = "short",
         with_test: bool = False,
         seed: int | None = None,
+        save_dir: str | Path | None = None,
     ) -> list[EvalResult]:
         """Evaluate a batch of genomes (sequentially in this process).
 
@@ -125,6 +129,8 @@ class Evaluator:
             fidelity: ``"ptq"``, ``"short"`` (``qat.steps``) or ``"final"`` (``qat.final_steps``).
             with_test: also score the test split (final reports only).
             seed: QAT seed (default ``qat.seed``).
+            save_dir: if given, the trained fake-quant state dict of each evaluated genome
+                is saved there as ``<genome_hash>-<fidelity>.pt`` (for export).
 
         Returns:
             One :class:`EvalResult` per row; a diverged QAT is a failed result, not an error.
@@ -136,10 +142,17 @@ class Evaluator:
         for row in g:
             key = (genome_hash(row), fidelity)
             hit = self.cache.get(key)
-            if hit is not None and (hit.test_accuracy is not None or not with_test):
+            saved = save_dir is None or (Path(save_dir) / f"{key[0]}-{fidelity}.pt").is_file()
+            if hit is not None and (hit.test_accuracy is not None or not with_test) and saved:
                 out.append(hit)
                 continue
             r = self._evaluate_one(row, fidelity, with_test, self.qat.seed if seed is None else seed)
+            if save_dir is not None and not r.failed:
+                d = Path(save_dir)
+                d.mkdir(parents=True, exist_ok=True)
+                tmp = d / f"{key[0]}-{fidelity}.tmp"
+                torch.save(self.qmodel.state_dict(), tmp)
+                tmp.replace(d / f"{key[0]}-{fidelity}.pt")
             self.cache[key] = r
             if self.cache_file:
                 self.cache_file.parent.mkdir(parents=True, exist_ok=True)
@@ -165,7 +178,20 @@ class Evaluator:
         ]
         train_steps(q, self.task, steps, groups, self.qat.batch_size, seed, self.device)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # sent to worker processes: the cache stays home
+        d = self.__dict__.copy()
+        d["cache"] = {}
+        d["cache_file"] = None
+        return d
+
     def _evaluate_one(self, row: np.ndarray, fidelity: str, with_test: bool, seed: int
+                        ) -> EvalResult:
+        c0 = time.process_time()
+        r = self._evaluate_raw(row, fidelity, with_test, seed)
+        return dataclasses.replace(r, cpu_seconds=time.process_time() - c0)
+
+    def _evaluate_raw(self, row: np.ndarray, fidelity: str, with_test: bool, seed: int
                       ) -> EvalResult:
         t0 = time.perf_counter()
         h = genome_hash(row)

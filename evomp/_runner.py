@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,14 @@ from evomp._errors import EvompError
 from evomp._evaluate import Evaluator
 from evomp._space import SearchSpace
 from evomp._spec import RunSpec, spec_to_toml
-from evomp._train import QATConfig, TrainConfig, pretrain, resolve_device, set_threads
+from evomp._train import (
+    QATConfig,
+    TrainConfig,
+    _cache_key,
+    pretrain,
+    resolve_device,
+    set_threads,
+)
 from evomp.tasks import MODELS, Task, from_npz, get_task
 
 __all__ = ["build_task", "build_space", "RunContext", "open_run", "default_out_dir"]
@@ -140,12 +148,17 @@ def open_run(spec: RunSpec, out: str | Path | None = None, threads: int | None =
     task = build_task(spec)
     p = spec.pretrain
     t0 = time.perf_counter()
-    model, info = pretrain(
-        task,
-        TrainConfig(p.epochs, p.lr, p.batch_size, p.weight_decay, spec.seed),
-        cache_path=out_dir / "float.pt",
-        device=device,
-    )
+    cfg = TrainConfig(p.epochs, p.lr, p.batch_size, p.weight_decay, spec.seed)
+    # the float model is shared by every run of the same task and training settings (search
+    # and baselines start from the same weights); each run directory keeps its own copy
+    shared = out_dir.parent / ".cache" / f"float-{_cache_key(task, cfg)}.pt"
+    own = out_dir / "float.pt"
+    if own.is_file() and not shared.is_file():
+        shared.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(own, shared)
+    model, info = pretrain(task, cfg, cache_path=shared, device=device)
+    if not own.is_file():
+        shutil.copyfile(shared, own)
     log.info("float model %s (%.1fs, threads=%d, device=%s)", info, time.perf_counter() - t0, n,
              device)
     space = build_space(spec, model, task)

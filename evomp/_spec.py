@@ -133,7 +133,12 @@ class SearchSpec:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """A whole run. Outputs go to ``runs/<name>/`` unless ``--out`` says otherwise."""
+    """A whole run. Outputs go to ``runs/<name>/`` unless ``--out`` says otherwise.
+
+    ``hw`` holds hardware-model parameters (``[hw.pulp] preset = "gap8"``); ``baselines``
+    holds each baseline method's hyper-parameters (``[baselines.dnas-channel] epochs = 30``),
+    checked by the method itself.
+    """
 
     name: str
     seed: int = 0
@@ -144,6 +149,8 @@ class RunSpec:
     pretrain: PretrainSpec = field(default_factory=PretrainSpec)
     qat: QATSpec = field(default_factory=QATSpec)
     search: SearchSpec = field(default_factory=SearchSpec)
+    hw: dict = field(default_factory=dict)
+    baselines: dict = field(default_factory=dict)
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -259,6 +266,7 @@ def spec_to_toml(spec: RunSpec) -> str:
     d = dataclasses.asdict(spec)
     d.pop("source", None)
     lines = []
+    nested = {k: d.pop(k) for k in ("hw", "baselines")}
     for k, v in d.items():
         if k not in _SECTIONS:
             lines.append(f"{k} = {_toml_value(v)}")
@@ -266,4 +274,9 @@ def spec_to_toml(spec: RunSpec) -> str:
         lines.append(f"\n[{sec}]")
         for k, v in d[sec].items():
             lines.append(f"{k} = {_toml_value(v)}")
+    for top, tables in nested.items():
+        for sub, vals in tables.items():
+            lines.append(f"\n[{top}.{_key(sub)}]")
+            for k, v in vals.items():
+                lines.append(f"{_key(k)} = {_toml_value(v)}")
     return "\n".join(lines) + "\n"

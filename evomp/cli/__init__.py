@@ -14,7 +14,8 @@ __all__ = ["main", "build_parser"]
 
 # Command-group modules, each with ``register(subparsers) -> None``. A module that does
 # not exist yet is skipped, so groups can land independently.
-_GROUPS = ("_space", "_run", "_hw", "_baseline", "_report")
+_GROUPS = ("_space", "_run", "_worker", "_status", "_hw", "_baseline", "_compare", "_report",
+           "_export")
 
 
 def build_parser() -> argparse.ArgumentParser:

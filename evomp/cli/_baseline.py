@@ -1,0 +1,70 @@
+"""``evomp baseline SPEC --method NAME``: run a baseline under the search's final protocol."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "baseline",
+        help="run a baseline method; its front is scored like the search's",
+        description="Methods: uniform, random, ilp, freebits (non-differentiable) and "
+        "edmips, dnas-channel, bayesbits, learned (differentiable), as installed.",
+    )
+    p.add_argument("spec", help="run specification (TOML)")
+    p.add_argument("--method", required=True, help="baseline method name")
+    p.add_argument("--points", type=int, help="number of trade-off points (sweep length)")
+    p.add_argument("--out", help="run directory (default runs/<name>-<method>/)")
+    p.add_argument("--from", dest="from_dir", help="refine the front of this run (freebits)")
+    p.add_argument("--budget", type=int, help="true evaluations (random; default: spec budget)")
+    p.add_argument("--jobs", type=int, default=1, help="parallel evaluations")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from evomp._objectives import Objectives
+    from evomp._protocol import CpuClock, finish_run
+    from evomp._runner import open_run
+    from evomp._spec import load_spec
+    from evomp.baselines import BaselineOptions, get_method
+
+    spec = load_spec(args.spec)
+    method = get_method(args.method)
+    out = Path(args.out) if args.out else Path("runs") / f"{spec.name}-{args.method}"
+    ctx = open_run(spec, out)
+    clock = CpuClock()
+    s = spec.search
+    objectives = Objectives(ctx.space.table, s.objectives, s.constraints, s.hardware, spec.hw)
+    opts = BaselineOptions(
+        points=args.points,
+        from_dir=Path(args.from_dir) if args.from_dir else None,
+        budget=args.budget,
+        params=dict(spec.baselines.get(args.method, {})),
+        jobs=args.jobs,
+    )
+    res = method(ctx, objectives, opts)
+    front = finish_run(
+        ctx, objectives, res.genomes, method=args.method, clock=clock, jobs=args.jobs,
+        prior_evaluations=res.info.pop("evaluations", []), info={"baseline": res.info},
+    )
+    print_front(front.rows, objectives.hw_metrics, front.feasible)
+    print(f"run directory: {ctx.out}  (CPU {clock.seconds:.0f}s)")
+    return 0
+
+
+def print_front(rows: list[dict], metrics: list[str], feasible: bool = True) -> None:
+    if not feasible:
+        print("no feasible configuration; the least infeasible ones:")
+    cols = ["id", "val_accuracy", "test_accuracy"] + metrics
+    print("  ".join(f"{c:>14}" for c in cols))
+    for r in rows:
+        vals = []
+        for c in cols:
+            v = r.get(c)
+            vals.append(f"{v:>14.4f}" if isinstance(v, float) and c.endswith("accuracy")
+                        else f"{v:>14.6g}" if isinstance(v, float) else f"{v!s:>14}")
+        print("  ".join(vals))
