@@ -14,6 +14,7 @@ plugin that fails to import or is not a valid model is reported by name (a warni
 from __future__ import annotations
 
 import importlib.metadata
+import inspect
 import warnings
 from collections.abc import Sequence
 from typing import Any, TypeVar
@@ -40,6 +41,7 @@ ENTRY_POINT_GROUP = "evomp.hwmodels"
 _REGISTRY: dict[str, type[HardwareModel]] = {}
 _PLUGIN_ERRORS: dict[str, str] = {}
 _PLUGINS_LOADED = False
+_PLUGIN_LOADED: dict[str, type[HardwareModel]] = {}  # plugin name -> class it registered
 
 M = TypeVar("M", bound=type[HardwareModel])
 
@@ -110,8 +112,8 @@ def load_plugins(*, reload: bool = False) -> dict[str, str]:
         _PLUGIN_ERRORS["<entry points>"] = f"{type(e).__name__}: {e}"
         return dict(_PLUGIN_ERRORS)
     for ep in eps:
-        if ep.name in _REGISTRY and reload:
-            continue
+        if ep.name in _PLUGIN_LOADED and _REGISTRY.get(ep.name) is _PLUGIN_LOADED[ep.name]:
+            continue  # already loaded by an earlier call
         try:
             obj = ep.load()
             if not (isinstance(obj, type) and issubclass(obj, HardwareModel)):
@@ -119,6 +121,7 @@ def load_plugins(*, reload: bool = False) -> dict[str, str]:
                     f"entry point {ep.value!r} is {obj!r}, not a hwmodels.HardwareModel subclass"
                 )
             register(obj, name=ep.name)
+            _PLUGIN_LOADED[ep.name] = obj
         except Exception as e:  # noqa: BLE001 - report any failure by name
             msg = f"{type(e).__name__}: {e}"
             _PLUGIN_ERRORS[ep.name] = msg
@@ -170,7 +173,15 @@ def get(name: str, table: LayerTable | None = None, **params: Any) -> HardwareMo
     Raises:
         ValueError: unknown model, bad parameters, or a table the model cannot cost.
     """
-    model = model_class(name)(**params)
+    cls = model_class(name)
+    try:
+        inspect.signature(cls).bind(**params)
+    except TypeError as e:
+        raise ValueError(
+            f"model {name!r}: {e}; its parameters are {sorted(cls.parameters)} "
+            f"(see `evomp hw list`)"
+        ) from None
+    model = cls(**params)
     if table is not None:
         model.bind(table)
     return model
