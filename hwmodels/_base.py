@@ -41,6 +41,8 @@ class _Plan:
     choice_level: np.ndarray  # (Kw,) level index of each weight choice
     free_layers: np.ndarray  # (F,) layers with weight genes
     free_starts: np.ndarray  # (F,) first gene of each free layer (channel granularity)
+    free_segments: _Segments  # the free layers with channels, as counting segments
+    free_nonempty: np.ndarray  # (F,) bool: free layers with at least one channel
     pinned_layers: np.ndarray  # (P,) layers with pinned weights
     pinned_level: np.ndarray  # (P,) level index of each pinned layer's bits
     a_free_layers: np.ndarray  # layers with an activation gene
@@ -65,48 +67,98 @@ def _plan(table: LayerTable) -> _Plan:
                       dtype=np.int64)
     starts = np.asarray(table._idx["layer_w_gene_start"], dtype=np.int64)[free]
     a_gene = table.a_gene_of_layer
+    out_channels = np.array([lay.out_channels for lay in layers], dtype=np.int64)
+    nonempty = out_channels[free] > 0  # a layer without channels holds no genes
     plan = _Plan(
         levels=levels,
         choice_level=np.array([lut[b] for b in table.w_choices], dtype=np.int64),
         free_layers=free,
         free_starts=starts,
+        free_segments=_segments(starts[nonempty], out_channels[free][nonempty]),
+        free_nonempty=nonempty,
         pinned_layers=pinned,
         pinned_level=np.array([lut[int(layers[i].w_pinned)] for i in pinned],  # type: ignore[arg-type]
                               dtype=np.int64),
         a_free_layers=np.nonzero(a_gene >= 0)[0],
         a_genes=a_gene[a_gene >= 0],
         a_fixed=np.array([lay.a_pinned or 0 for lay in layers], dtype=np.int64),
-        out_channels=np.array([lay.out_channels for lay in layers], dtype=np.int64),
+        out_channels=out_channels,
     )
     tid = id(table)
     _PLANS[tid] = (weakref.ref(table, lambda _r, tid=tid: _PLANS.pop(tid, None)), plan)
     return plan
 
 
-def _count_levels(idx: np.ndarray, starts: np.ndarray, sizes: np.ndarray, n_levels: int,
-                  ) -> np.ndarray:
+@dataclass(frozen=True)
+class _Segments:
+    """Layout for counting per-segment levels with 64-bit words (see :func:`_count_levels`).
+
+    Each segment (a layer's channels) is copied to an 8-byte aligned slot of a padded
+    row; slots are cut into chunks of at most 255 words so that byte lanes cannot overflow.
+    """
+
+    starts: np.ndarray  # (S,) first column of each segment in the source
+    sizes: np.ndarray  # (S,) columns per segment (>= 1)
+    pstarts: np.ndarray  # (S,) first column of each segment in the padded row
+    width: int  # padded row length, a multiple of 8
+    chunk_starts: np.ndarray  # word index where each chunk starts
+    layer_chunks: np.ndarray | None  # first chunk of each segment, None if one chunk each
+
+
+def _segments(starts: np.ndarray, sizes: np.ndarray) -> _Segments:
+    padded = (sizes + 7) // 8 * 8
+    pstarts = (np.cumsum(padded) - padded).astype(np.int64)
+    chunk_starts, first = [], []
+    for ps, pl in zip(pstarts.tolist(), padded.tolist(), strict=True):
+        first.append(len(chunk_starts))
+        chunk_starts += list(range(ps // 8, (ps + pl) // 8, 255))
+    return _Segments(
+        starts=np.asarray(starts, dtype=np.int64),
+        sizes=np.asarray(sizes, dtype=np.int64),
+        pstarts=pstarts,
+        width=int(padded.sum()),
+        chunk_starts=np.array(chunk_starts, dtype=np.int64),
+        layer_chunks=None if len(chunk_starts) == len(first) else np.array(first),
+    )
+
+
+_LANES = np.uint64(0x00FF00FF00FF00FF)
+_FOLD = np.uint64(0x0001000100010001)
+
+
+def _count_levels(idx: np.ndarray, seg: _Segments, n_levels: int) -> np.ndarray:
     """Channels per (row, segment, level) from level indices laid out in segments.
 
+    For each level, a boolean match array is laid out with 8-byte aligned segments and
+    summed as uint64 words, so eight channels are added per operation (SWAR); the byte
+    lanes of each sum are then folded. This is ~2x faster than ``np.add.reduceat`` over
+    int8 and is the hot loop of every vectorized model.
+
     Args:
-        idx: ``(n, C)`` small-int level index of every channel; segments are contiguous.
-        starts: ``(S,)`` first column of each segment (segments cover ``idx`` in order).
-        sizes: ``(S,)`` columns per segment (all >= 1).
+        idx: ``(n, C)`` small-int level index of every channel.
+        seg: segment layout from :func:`_segments` (segments of ``idx`` columns).
         n_levels: number of levels ``K``.
 
     Returns:
         ``(n, S, K)`` int32 counts.
     """
-    n = idx.shape[0]
-    out = np.zeros((n, starts.shape[0], n_levels), dtype=np.int32)
-    if n == 0 or starts.shape[0] == 0:
+    n, n_seg = idx.shape[0], seg.sizes.shape[0]
+    out = np.zeros((n, n_seg, n_levels), dtype=np.int32)
+    if n == 0 or n_seg == 0:
         return out
-    acc = np.int16 if sizes.max() < np.iinfo(np.int16).max else np.int32
-    # A boolean compare viewed as int8 and summed per segment is the fastest numpy
-    # reduction here (reduceat on bool would compute a logical or).
+    buf = np.zeros((n, seg.width), dtype=bool)  # padding stays False: never counted
+    spans = list(zip(seg.starts.tolist(), seg.pstarts.tolist(), seg.sizes.tolist(),
+                     strict=True))
     for k in range(1, n_levels):
-        eq = (idx == k).view(np.int8)
-        out[:, :, k] = np.add.reduceat(eq, starts, axis=1, dtype=acc)
-    out[:, :, 0] = sizes[None, :] - out[:, :, 1:].sum(axis=2)
+        for s, ps, c in spans:
+            np.equal(idx[:, s:s + c], k, out=buf[:, ps:ps + c])
+        acc = np.add.reduceat(buf.view(np.uint64), seg.chunk_starts, axis=1)
+        acc = (acc & _LANES) + ((acc >> np.uint64(8)) & _LANES)  # 4 lanes of 16 bits
+        tot = (acc * _FOLD) >> np.uint64(48)  # sum of the 4 lanes
+        if seg.layer_chunks is not None:
+            tot = np.add.reduceat(tot, seg.layer_chunks, axis=1)
+        out[:, :, k] = tot
+    out[:, :, 0] = seg.sizes[None, :] - out[:, :, 1:].sum(axis=2)
     return out
 
 
@@ -188,9 +240,8 @@ class BitBatch:
                 gw = gw.astype(np.int8)
             oc = p.out_channels[p.free_layers]
             if table.granularity == "channel":
-                nz = oc > 0  # a layer without channels would break reduceat
-                c = _count_levels(gw, p.free_starts[nz], oc[nz], kw)
-                counts[:, p.free_layers[nz][:, None], p.choice_level[None, :]] = c
+                c = _count_levels(gw, p.free_segments, kw)
+                counts[:, p.free_layers[p.free_nonempty][:, None], p.choice_level[None, :]] = c
             else:
                 lev = p.choice_level[gw]  # (n, F)
                 onehot = lev[:, :, None] == np.arange(k)[None, None, :]
@@ -240,8 +291,8 @@ class BitBatch:
         sizes = np.array([lay.out_channels for lay in table.layers], dtype=np.int64)
         nz = sizes > 0
         counts = np.zeros((w.shape[0], table.n_layers, levels.shape[0]), dtype=np.int32)
-        counts[:, nz] = _count_levels(lut[w], table.layer_start[:-1][nz], sizes[nz],
-                                      levels.shape[0])
+        seg = _segments(table.layer_start[:-1][nz], sizes[nz])
+        counts[:, nz] = _count_levels(lut[w], seg, levels.shape[0])
         return cls(table, levels, counts, a, w_bits=w)
 
     # --------------------------------------------------------------------- derived

@@ -61,3 +61,20 @@ def test_genome_dtypes() -> None:
     for dt in (np.int64, np.uint8, np.float64):
         assert np.array_equal(BitBatch.from_genomes(t, g.astype(dt)).counts, ref)
     assert np.array_equal(BitBatch.from_genomes(t, g[0]).counts, ref)
+
+
+def test_counts_of_wide_layers() -> None:
+    """Layers wider than one 255-word chunk (2040 channels) and of odd widths."""
+    sizes = [2041, 5000, 3, 4096]
+    layers = tuple(Layer(f"l{i}", "linear", 4, c, (), 1, 4, 4, (4,), (c,))
+                   for i, c in enumerate(sizes))
+    t = LayerTable(layers, (0, 2, 4, 8), (8,))
+    rng = np.random.default_rng(0)
+    g = (rng.random((5, t.n_genes)) * t.gene_n_levels).astype(np.int8)
+    g[0, : t.n_w_genes] = 3  # every channel at the top level: largest lane sums
+    b = BitBatch.from_genomes(t, g)
+    w = t.weight_bits(g)
+    ref = np.stack([np.stack([(w[:, t.channel_layer == i] == v).sum(1) for v in (0, 2, 4, 8)], 1)
+                    for i in range(len(sizes))], 1)
+    assert np.array_equal(b.counts, ref)
+    assert np.array_equal(BitBatch.from_bits(t, w, t.act_bits(g)).counts, ref)
