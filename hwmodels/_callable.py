@@ -37,7 +37,7 @@ def bit_config_dict(batch: BitBatch, row: int) -> dict[str, Any]:
 
 
 class CallableModel(HardwareModel):
-    """Wraps a Python function of one bit configuration; NOT vectorized (loops over genomes).
+    """A Python function of one bit configuration, e.g. a cost measured on a device.
 
     The function receives the configuration in its JSON form
     ``{"weights": {layer: [bits, ...]}, "activations": {layer: bits}}``, or whatever
