@@ -98,11 +98,7 @@ class Objectives:
 
     def costs(self, genomes: np.ndarray) -> dict[str, np.ndarray]:
         """Every metric of every model for a genome batch: ``{metric: (n,) float}``."""
-        out: dict[str, np.ndarray] = {}
-        for m in self.models.values():
-            for k, v in m.cost(self.table, genomes).items():
-                out[k] = np.asarray(v, dtype=float)
-        return out
+        return dict(hwmodels.evaluate(list(self.models.values()), self.table, genomes))
 
     def matrix(self, accuracy: np.ndarray, costs: Mapping[str, np.ndarray]) -> np.ndarray:
         """``(n, n_objectives)`` values to minimise: ``1 - accuracy`` and the metrics."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -87,8 +88,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 def set_threads(n: int | None) -> int:
     """Set torch's intra-op thread count explicitly (``None``: all cores); returns it."""
-    import os
-
     n = n or os.cpu_count() or 1
     torch.set_num_threads(max(1, int(n)))
     return torch.get_num_threads()
@@ -223,7 +222,7 @@ def pretrain(
     if cache_path is not None:
         p = Path(cache_path)
         p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_suffix(".tmp")
+        tmp = p.with_name(f"{p.name}.{os.getpid()}.tmp")  # concurrent workers: no collision
         torch.save({"key": key, "state_dict": model.state_dict(), "info": info}, tmp)
         tmp.replace(p)
     return model, info

@@ -1,40 +1,55 @@
-"""``evomp run SPEC``: create or resume a run."""
+"""``evomp run SPEC``: create or resume a search run and print its verified front."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 __all__ = ["register"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="create or resume a run of a spec")
+    p = sub.add_parser("run", help="create or resume a search run of a spec")
     p.add_argument("spec", help="run specification (TOML), e.g. runs/demo.toml")
     p.add_argument("--out", help="run directory (default runs/<name>/)")
-    p.add_argument("--threads", type=int, help="torch threads (default: spec, else all cores)")
+    p.add_argument("--engine", choices=["pymoo", "optuna"], help="search engine")
+    p.add_argument("--sampler", help="Optuna sampler: nsga2, nsga3, tpe, gp")
+    p.add_argument("--storage", help="Optuna storage URL (default: a journal file in the run dir)")
+    p.add_argument("--budget", type=int, help="number of true (short-QAT) evaluations")
+    p.add_argument("--jobs", type=int, help="parallel evaluations (joblib, loky)")
+    p.add_argument("--scheduler", help="dask.distributed scheduler address (dask backend)")
+    p.add_argument("--seed", type=int, help="random seed (overrides the spec)")
+    p.add_argument("--threads", type=int, help="torch threads of this process")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from evomp._evaluate import evaluate_uniform
     from evomp._runner import open_run
+    from evomp._search import Search, SearchOptions
     from evomp._spec import load_spec
+    from evomp.cli._baseline import print_front
 
     spec = load_spec(args.spec)
+    if args.seed is not None:
+        spec = dataclasses.replace(spec, seed=args.seed)
     ctx = open_run(spec, args.out, args.threads)
     fi = ctx.float_info
-    print(f"run directory: {ctx.out}")
-    print(
-        f"float model: val {fi['val_accuracy']:.4f}  test {fi['test_accuracy']:.4f}"
-        + ("  (cached)" if fi.get("cached") else f"  ({fi['seconds']:.1f}s)")
-    )
-    settings = [(8, 8, "ptq"), (4, 4, "short"), (2, 2, "short")]
-    settings = [s for s in settings if s[0] in ctx.space.w_bits and s[1] in ctx.space.a_bits]
-    print(f"{'config':<16} {'val':>7} {'test':>7} {'ptq val':>8} {'seconds':>8}")
-    for name, r in evaluate_uniform(ctx.evaluator, settings):
-        status = f"FAILED: {r.reason}" if r.failed else ""
+    if not args.quiet:
+        print(f"run directory: {ctx.out}")
         print(
-            f"{name:<16} {r.val_accuracy:>7.4f} {r.test_accuracy or float('nan'):>7.4f} "
-            f"{r.ptq_accuracy:>8.4f} {r.seconds:>8.1f} {status}"
+            f"float model: val {fi['val_accuracy']:.4f}  test {fi['test_accuracy']:.4f}"
+            + ("  (cached)" if fi.get("cached") else f"  (trained in {fi['seconds']:.1f}s)")
         )
+    search = Search(
+        ctx,
+        SearchOptions(engine=args.engine, sampler=args.sampler, storage=args.storage,
+                      budget=args.budget, jobs=args.jobs, scheduler=args.scheduler,
+                      progress=not args.quiet),
+    )
+    front = search.run()
+    print(f"\nverified front ({len(front.rows)} points; val/test accuracy after the final QAT):")
+    print_front(front.rows, search.objectives.hw_metrics, front.feasible)
+    print(f"\noutputs: {ctx.out}/front.csv, front.json, evaluations.csv, "
+          f"surrogate_quality.csv; CPU {search.clock.seconds:.0f}s")
     return 0

@@ -1,0 +1,395 @@
+"""The surrogate-assisted search loop, shared by the pymoo and Optuna engines.
+
+1. the sensitivity profile (computed once, reused on resume);
+2. an initial design of true evaluations (short QAT), in parallel;
+3. rounds: the engine searches on surrogate-predicted accuracy and hardware costs; the
+   surrogate's selection helpers pick candidates; they are evaluated for real; the
+   surrogate is refit; its rank quality on the new points is logged;
+4. stop at the budget of true evaluations and/or the time limit;
+5. verify: front candidates get the final QAT and a test score (``finish_run``).
+
+Every true evaluation is recorded in the Optuna study (the run's record), so running the
+same spec again resumes: stored genomes are never trained again.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from evomp._errors import EvompError
+from evomp._evaluate import EvalResult, genome_hash
+from evomp._objectives import Objectives, nondominated
+from evomp._parallel import backend_context, evaluate_parallel
+from evomp._protocol import CpuClock, FrontResult, finish_run
+from evomp._runner import RunContext
+from evomp._sensitivity import run_profile
+from evomp._store import Record, Store, open_storage
+from evomp.engines import CompactEncoding, OptunaEngine, PymooEngine, initial_design
+from evomp.engines._operators import repair_all_pruned
+from evomp.engines._optuna import distributions, make_sampler
+
+__all__ = ["Search", "SearchOptions", "channel_importance", "build_surrogate"]
+
+log = logging.getLogger("evomp")
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """Command-line overrides of the spec's ``[search]`` table."""
+
+    engine: str | None = None
+    sampler: str | None = None
+    storage: str | None = None
+    budget: int | None = None
+    jobs: int | None = None
+    scheduler: str | None = None
+    progress: bool = True
+
+
+def channel_importance(profile: Any, table: Any) -> np.ndarray:
+    """``(n_channels,)`` channel importance: sensitivity x error at the lowest non-zero bits."""
+    nz = [i for i, b in enumerate(table.w_choices) if b > 0]
+    col = nz[0] if nz else 0
+    return np.asarray(profile.w_sens, float) * np.asarray(profile.w_err, float)[:, col]
+
+
+def build_surrogate(name: str, table: Any, profile: Any, seed: int) -> Any:
+    """A scikit-learn pipeline: genome features, then the named predictor."""
+    import surrogates
+    from sklearn.pipeline import make_pipeline
+
+    predictors = {
+        "auto": lambda: surrogates.AutoSurrogate(),
+        "gp": lambda: surrogates.GPSurrogate(),
+        "forest": lambda: surrogates.ForestSurrogate(random_state=seed),
+        "boosting": lambda: surrogates.BoostingSurrogate(random_state=seed),
+        "hawq": lambda: surrogates.HawqProxy(),
+    }
+    if name not in predictors:
+        raise EvompError(f"search.surrogate must be one of {sorted(predictors)}, got {name!r}")
+    return make_pipeline(surrogates.GenomeFeatures(table, profile), predictors[name]())
+
+
+class Search:
+    """One search run over ``ctx`` (see the module docstring).
+
+    Args:
+        ctx: the run context (spec, task, float model, space, evaluator, out dir).
+        opts: command-line overrides.
+    """
+
+    def __init__(self, ctx: RunContext, opts: SearchOptions = SearchOptions()) -> None:
+        self.ctx = ctx
+        s = ctx.spec.search
+        self.s = s
+        self.engine_name = opts.engine or s.engine
+        self.sampler_name = opts.sampler or s.sampler
+        self.budget = opts.budget or s.budget
+        self.jobs = opts.jobs or s.jobs
+        self.scheduler = opts.scheduler
+        self.progress = opts.progress
+        self.out = Path(ctx.out)
+        self.table = ctx.space.table
+        self.objectives = Objectives(self.table, s.objectives, s.constraints, s.hardware,
+                                     ctx.spec.hw)
+        if self.engine_name not in ("pymoo", "optuna"):
+            raise EvompError(f"--engine must be 'pymoo' or 'optuna', got {self.engine_name!r}")
+        self.rng = np.random.default_rng(ctx.spec.seed)
+        self.storage = open_storage(opts.storage, self.out)
+        persistent_sampler = (make_sampler(self.sampler_name, ctx.spec.seed, s.population)
+                              if self.engine_name == "optuna" else None)
+        self.store = Store(self.storage, ctx.spec.name, self.objectives, persistent_sampler)
+        self._write_storage_note(opts.storage)
+
+    # ------------------------------------------------------------------ state
+    def _progress_file(self) -> Path:
+        return self.out / "progress.json"
+
+    def _load_progress(self) -> dict[str, Any]:
+        p = self._progress_file()
+        return json.loads(p.read_text()) if p.is_file() else {}
+
+    def _save_progress(self, **kw: Any) -> None:
+        d = self._load_progress()
+        d.update(kw)
+        tmp = self._progress_file().with_suffix(".tmp")
+        tmp.write_text(json.dumps(d, indent=1))
+        tmp.replace(self._progress_file())
+
+    def _write_storage_note(self, url: str | None) -> None:
+        (self.out / "storage.txt").write_text(
+            (url or f"journal file: {self.out / 'study.journal'}") + "\n"
+            + f"study: {self.ctx.spec.name}\n"
+        )
+
+    def _seed_cache(self, records: list[Record]) -> None:
+        ev = self.ctx.evaluator
+        for r in records:
+            ev.cache[(r.genome_hash, r.fidelity)] = EvalResult(
+                r.genome_hash, r.fidelity, r.val_accuracy, r.ptq_accuracy, None, float("nan"),
+                float(r.attrs.get("seconds", 0.0)), r.failed, str(r.attrs.get("reason", "")),
+                float(r.attrs.get("cpu_seconds", 0.0)),
+            )
+
+    # ------------------------------------------------------------ evaluation
+    def _evaluate_and_record(self, G: np.ndarray, round_: int, source: str,
+                             params: list[dict[str, float] | None] | None = None) -> list[EvalResult]:
+        if len(G) == 0:
+            return []
+        with backend_context(self.scheduler) as backend:
+            results, wcpu = evaluate_parallel(self.ctx.evaluator, G, "short", jobs=self.jobs,
+                                              backend=backend)
+        self.clock.add_workers(wcpu)
+        costs = self.objectives.costs(G)
+        dists = distributions(self.encoding) if self.engine_name == "optuna" else None
+        for i, (g, r) in enumerate(zip(G, results)):
+            p = params[i] if params else None
+            self.store.record(g, r, {k: v[i] for k, v in costs.items()}, round_=round_,
+                              source=source, params=p, distributions=dists if p else None)
+        return results
+
+    def _true_data(self) -> tuple[np.ndarray, np.ndarray, list[Record]]:
+        recs = [r for r in self.store.records() if not r.failed]
+        if not recs:
+            return np.zeros((0, self.table.n_genes), np.int8), np.zeros(0), []
+        return np.stack([r.genome for r in recs]), np.array([r.val_accuracy for r in recs]), recs
+
+    def _initial_genomes(self, n: int) -> tuple[np.ndarray, list[dict[str, float]] | None]:
+        if self.engine_name == "pymoo":
+            G = initial_design(self.table, self.encoding, n, self.rng)
+            return repair_all_pruned(self.table, G.astype(np.int64)).astype(np.int8), None
+        enc = self.encoding
+        P = []
+        # uniform configurations as one-hot shares, then Dirichlet shares
+        for w in range(len(self.table.w_choices) - 1, -1, -1):
+            if self.table.w_choices[w] == 0:
+                continue
+            p = []
+            for name in enc.names:
+                if name.startswith("a."):
+                    p.append(float(len(self.table.a_choices) - 1))
+                elif self.table.granularity == "layer":
+                    p.append(float(w))
+                else:
+                    p.append(1.0 if name.endswith(f".{self.table.w_choices[w]}") else 0.0)
+            P.append(p)
+        P = np.array(P[: max(1, n // 4)], dtype=float)
+        rest = enc.random_params(n - len(P), self.rng, 0.5)
+        P = np.concatenate([P, rest])[:n]
+        G = enc.decode(P)
+        return G, [dict(zip(enc.names, p)) for p in P]
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> FrontResult:
+        """Run (or resume) the search and verify the front. Returns the measured front."""
+        ctx = self.ctx
+        t_start = time.perf_counter()
+        prev = self._load_progress()
+        self.clock = CpuClock(before=float(prev.get("cpu_seconds", 0.0)))
+        profile = run_profile(ctx, self.s.sensitivity, self.s.probes)
+        self.profile = profile
+        self.encoding = CompactEncoding(self.table, channel_importance(profile, self.table))
+        records = self.store.records()
+        self._seed_cache(records)
+        if records:
+            log.info("resuming: %d true evaluations in the study", len(records))
+            self._say(f"resuming: {len(records)} true evaluations already stored")
+        # 2. initial design
+        need = min(self.s.initial, self.budget) - len(records)
+        if need > 0:
+            G, params = self._initial_genomes(min(self.s.initial, self.budget))
+            done = {r.genome_hash for r in records}
+            keep = [i for i, g in enumerate(G) if genome_hash(g) not in done][:need]
+            self._say(f"initial design: {len(keep)} true evaluations (short QAT, "
+                      f"{ctx.evaluator.qat.steps} steps)")
+            self._evaluate_and_record(G[keep], 0, "initial",
+                                      [params[i] for i in keep] if params else None)
+            self._save_progress(cpu_seconds=self.clock.seconds)
+        # 3. rounds
+        self.engine = self._make_engine()
+        round_ = int(prev.get("round", 0))
+        limit = self.s.time_limit_s
+        bar = tqdm(total=self.budget, initial=min(self.store.n_true(), self.budget),
+                   desc="true evaluations", disable=not self.progress, leave=False)
+        while self.store.n_true() < self.budget:
+            if limit and time.perf_counter() - t_start > limit:
+                self._say(f"time limit of {limit:.0f}s reached")
+                break
+            round_ += 1
+            n_new = self._round(round_)
+            bar.update(n_new)
+            self._save_progress(round=round_, cpu_seconds=self.clock.seconds)
+            if n_new == 0:
+                self._say("the engine proposed nothing new; stopping the rounds")
+                break
+        bar.close()
+        # 5. verify
+        return self._verify(round_)
+
+    def _make_engine(self) -> PymooEngine | OptunaEngine:
+        n_obj = len(self.objectives.names)
+        n_con = len(self.objectives.constraints)
+        if self.engine_name == "pymoo":
+            return PymooEngine(self.table, self.encoding, n_obj, n_con, self.s.algorithm,
+                               self.s.population, self.ctx.spec.seed,
+                               checkpoint=self.out / "pymoo_state.npz")
+        return OptunaEngine(self.encoding, n_obj, self.sampler_name,
+                            trials=self.s.population * self.s.generations // 4,
+                            population=self.s.population, seed=self.ctx.spec.seed)
+
+    def _round(self, round_: int) -> int:
+        X, y, recs = self._true_data()
+        if len(X) < 3:
+            raise EvompError(
+                f"only {len(X)} successful true evaluations: too few to fit a surrogate "
+                "(raise search.initial, or check why evaluations fail in evaluations.csv)"
+            )
+        model = build_surrogate(self.s.surrogate, self.table, self.profile, self.ctx.spec.seed)
+        model.fit(X, y)
+        obj = self.objectives
+
+        def cheap(G: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            mean = np.clip(model.predict(G), 0.0, 1.0)
+            costs = obj.costs(G)
+            return obj.matrix(mean, costs), obj.violation(mean, costs)
+
+        costs_true = obj.costs(X)
+        front = nondominated(obj.matrix(y, costs_true))
+        pool = self.engine.propose(cheap, self.s.generations, inject=X[front])
+        pool = repair_all_pruned(self.table, pool.astype(np.int64)).astype(np.int8)
+        seen = {r.genome_hash for r in self.store.records()}
+        hashes = [genome_hash(g) for g in pool]
+        _, first = np.unique(hashes, return_index=True)
+        fresh = [i for i in sorted(first) if hashes[i] not in seen]
+        if not fresh:
+            return 0
+        pool = pool[fresh]
+        k = min(self.s.per_round, self.budget - self.store.n_true(), len(pool))
+        mean, std = model.predict(pool, return_std=True)
+        chosen = self._select(pool, mean, std, y, costs_true, k)
+        G = pool[chosen]
+        params = None
+        if self.engine_name == "optuna":
+            params = [self.engine.last_params.get(g.tobytes()) for g in G]
+            if any(p is None for p in params):
+                params = None
+        results = self._evaluate_and_record(G, round_, "round", params)
+        self._log_quality(round_, len(X), results, mean[chosen], model)
+        return len(results)
+
+    def _select(self, pool: np.ndarray, mean: np.ndarray, std: np.ndarray, y: np.ndarray,
+                costs_true: dict[str, np.ndarray], k: int) -> np.ndarray:
+        import surrogates
+
+        obj = self.objectives
+        how = self.s.selection
+        if how == "uncertainty":
+            return np.asarray(surrogates.select_uncertain(mean, std, k))
+        if how == "diverse":
+            return np.asarray(surrogates.select_diverse(pool.astype(float), k, self.rng))
+        if how != "ehvi":
+            raise EvompError(f"search.selection must be ehvi, uncertainty or diverse, got {how!r}")
+        costs_pool = obj.costs(pool)
+        hw = obj.hw_metrics
+        C = np.stack([costs_pool[m] for m in hw], axis=1)
+        Ct = np.stack([costs_true[m] for m in hw], axis=1)
+        front_mask = nondominated(obj.matrix(y, costs_true))
+        front_pts = np.concatenate([y[front_mask, None], Ct[front_mask]], axis=1)
+        ref = np.concatenate([[0.0], 1.1 * np.maximum(C.max(0), Ct.max(0))])
+        viol = obj.violation(mean, costs_pool).sum(axis=1)
+        feasible = np.nonzero(viol == 0)[0]
+        if len(feasible) < k:
+            feasible = np.argsort(viol, kind="stable")[: max(k, len(feasible))]
+        idx = surrogates.select_ehvi(mean[feasible], std[feasible], C[feasible], front_pts, ref,
+                                     k, self.rng)
+        return feasible[np.asarray(idx)]
+
+    def _log_quality(self, round_: int, n_train: int, results: list[EvalResult],
+                     predicted: np.ndarray, model: Any) -> None:
+        import surrogates
+
+        ok = np.array([not r.failed for r in results])
+        meas = np.array([r.val_accuracy for r in results])[ok]
+        pred = np.asarray(predicted)[ok]
+        q = (surrogates.rank_quality(meas, pred, k=min(3, len(meas))) if len(meas) >= 2
+             else {"kendall_tau": float("nan"), "spearman": float("nan"),
+                   "mae": float(np.abs(meas - pred).mean()) if len(meas) else float("nan"),
+                   "topk_overlap": float("nan")})
+        est = model[-1]
+        chosen = getattr(est, "chosen_", None) or type(est).__name__
+        row = {"round": round_, "n_train": n_train, "n_new": int(ok.sum()),
+               **{k: float(v) for k, v in q.items()}, "model": str(chosen),
+               "best_new_accuracy": float(meas.max()) if len(meas) else float("nan")}
+        path = self.out / "surrogate_quality.csv"
+        new = not path.is_file()
+        with path.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                w.writeheader()
+            w.writerow(row)
+        self._say(f"round {round_}: {row['n_new']} new true evaluations, surrogate "
+                  f"tau={row['kendall_tau']:.2f} spearman={row['spearman']:.2f} "
+                  f"mae={row['mae']:.3f} ({row['model']})")
+
+    def _verify(self, round_: int) -> FrontResult:
+        X, y, recs = self._true_data()
+        if len(X) == 0:
+            raise EvompError("no successful true evaluation to build a front from")
+        obj = self.objectives
+        costs = obj.costs(X)
+        viol = obj.violation(y, costs).sum(axis=1)
+        feas = np.nonzero(viol == 0)[0]
+        cap = self.s.final_max
+        if len(feas):
+            nd = feas[nondominated(obj.matrix(y[feas], {k: v[feas] for k, v in costs.items()}))]
+            key = costs[obj.hw_metrics[0]][nd]
+            nd = nd[np.argsort(key, kind="stable")]
+            if len(nd) > cap:
+                pick = np.unique(np.rint(np.linspace(0, len(nd) - 1, cap)).astype(int))
+                nd = nd[pick]
+            cand = nd
+        else:
+            cand = np.argsort(viol, kind="stable")[:cap]
+            self._say("no evaluated configuration meets the constraints; verifying the least "
+                      "infeasible ones")
+        self._say(f"verifying {len(cand)} front candidates with the final QAT "
+                  f"({self.ctx.evaluator.qat.final_steps} steps) and the test split")
+        all_recs = self.store.records()
+        all_costs = obj.costs(np.stack([r.genome for r in all_recs])) if all_recs else {}
+        prior = []
+        for i, r in enumerate(all_recs):
+            prior.append({
+                "id": f"t{r.number}", "method": f"evomp-{self.engine_name}",
+                "fidelity": r.fidelity, "genome_hash": r.genome_hash,
+                "val_accuracy": r.val_accuracy, "ptq_accuracy": r.ptq_accuracy,
+                "test_accuracy": None, "failed": r.failed, "reason": r.attrs.get("reason", ""),
+                "seconds": r.attrs.get("seconds"), "cpu_seconds": r.attrs.get("cpu_seconds"),
+                "round": r.attrs.get("round"), "source": r.attrs.get("source"),
+                **{k: float(v[i]) for k, v in all_costs.items()},
+            })
+        with backend_context(self.scheduler) as backend:
+            front = finish_run(
+                self.ctx, obj, X[cand], method=f"evomp-{self.engine_name}", clock=self.clock,
+                jobs=self.jobs, backend=backend, prior_evaluations=prior,
+                info={"engine": self.engine_name,
+                      "sampler": self.sampler_name if self.engine_name == "optuna" else None,
+                      "algorithm": self.s.algorithm if self.engine_name == "pymoo" else None,
+                      "rounds": round_, "budget": self.budget, "surrogate": self.s.surrogate,
+                      "storage": (self.out / "storage.txt").read_text().splitlines()[0]},
+            )
+        self._save_progress(round=round_, cpu_seconds=self.clock.seconds, verified=True)
+        return front
+
+    def _say(self, msg: str) -> None:
+        log.info(msg)
+        if self.progress:
+            print(msg, flush=True)

@@ -1,0 +1,62 @@
+"""The run's sensitivity profile: computed once with ``surrogates``, saved, reused on resume."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from evomp.quant import fake_quant_act, fake_quant_weight
+from evomp.tasks import batches
+
+__all__ = ["run_profile", "PROFILE_FILE"]
+
+log = logging.getLogger("evomp")
+PROFILE_FILE = "sensitivity.npz"
+
+
+def _layers(ctx: Any) -> list[tuple[str, torch.nn.Module]]:
+    return [(n, ctx.model.get_submodule(n)) for n in ctx.space.layer_names]
+
+
+def run_profile(ctx: Any, method: str = "hutchinson", probes: int = 16, n_batches: int = 4
+                ) -> Any:
+    """Load ``sensitivity.npz`` from the run directory, or compute and save it.
+
+    A saved profile that does not match the model and data is an error (never silently
+    recomputed over: delete the file to recompute).
+    """
+    import surrogates
+
+    path = Path(ctx.out) / PROFILE_FILE
+    model = ctx.model
+    data = [(x, y) for (x, y), _ in zip(batches(ctx.task.train, 256), range(n_batches))]
+    fp = surrogates.fingerprint(model, data)
+    if path.is_file():
+        return surrogates.SensitivityProfile.load(
+            path, expect_fingerprint=fp, layer_names=ctx.space.layer_names
+        )
+    was = model.training
+    model.eval()
+    try:
+        prof = surrogates.compute_sensitivity(
+            model,
+            _layers(ctx),
+            data,
+            ctx.task.loss_fn,
+            quantize_weight=fake_quant_weight,
+            quantize_act=lambda x, b, s: fake_quant_act(x, b, s),
+            w_choices=ctx.space.w_bits,
+            a_choices=ctx.space.a_bits,
+            method=method,
+            n_probes=probes,
+            n_batches=n_batches,
+            seed=ctx.spec.seed,
+        )
+    finally:
+        model.train(was)
+    prof.save(path)
+    log.info("sensitivity profile (%s, %d probes) saved to %s", method, probes, path)
+    return prof

@@ -1,0 +1,178 @@
+"""The Optuna study that records every true evaluation of a run (both engines).
+
+Default storage: a JournalStorage file ``study.journal`` in the run directory (appends are
+atomic, so a killed process loses at most the evaluations in flight); any RDB URL such as
+``postgresql://...`` for a cluster. optuna-dashboard opens either.
+
+Each completed trial holds ``values = [accuracy, metric_1, ...]`` (accuracy maximised,
+hardware metrics minimised), constraints through Optuna's constraint API, and user
+attributes: ``genome`` (hex of the int8 genome: compact, never thousands of params),
+``genome_hash``, ``fidelity``, ``ptq_accuracy``, ``seconds``, ``cpu_seconds``, ``round``,
+``source``. Trials of the Optuna engine also carry its compact parameters.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from evomp._errors import EvompError
+from evomp._evaluate import EvalResult
+from evomp._objectives import Objectives
+from evomp._protocol import genome_from_hex, genome_to_hex
+
+__all__ = ["Store", "Record", "open_storage"]
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+log = logging.getLogger("evomp")
+
+
+def open_storage(url: str | None, out: Path) -> optuna.storages.BaseStorage | str:
+    """``url`` (an RDB URL) or a JournalStorage file in ``out``."""
+    if url:
+        if "://" not in url:
+            raise EvompError(
+                f"--storage {url!r} is not a database URL (e.g. postgresql://user@host/db); "
+                "leave it out to use the run directory's journal file"
+            )
+        return url
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    out.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(out / "study.journal")))
+
+
+@dataclass(frozen=True)
+class Record:
+    """One stored true evaluation."""
+
+    number: int
+    genome: np.ndarray
+    genome_hash: str
+    fidelity: str
+    val_accuracy: float
+    ptq_accuracy: float
+    failed: bool
+    attrs: dict[str, Any]
+
+
+class Store:
+    """Records and reloads true evaluations in an Optuna study.
+
+    Args:
+        storage: an Optuna storage or URL.
+        study_name: the study's name (the run's name).
+        objectives: the run's objectives (directions and metric names).
+        sampler: sampler for ask/tell (the Optuna engine and workers); None = default.
+    """
+
+    def __init__(
+        self,
+        storage: optuna.storages.BaseStorage | str,
+        study_name: str,
+        objectives: Objectives,
+        sampler: optuna.samplers.BaseSampler | None = None,
+    ) -> None:
+        directions = ["maximize" if n == "accuracy" else "minimize" for n in objectives.names]
+        try:
+            self.study = optuna.create_study(
+                storage=storage, study_name=study_name, directions=directions,
+                load_if_exists=True, sampler=sampler,
+            )
+        except Exception as e:  # e.g. unreachable database
+            raise EvompError(f"cannot open the study {study_name!r}: {e}") from e
+        got = [d.name.lower() for d in self.study.directions]
+        if got != directions:
+            raise EvompError(
+                f"study {study_name!r} exists with directions {got}, but this spec's objectives "
+                f"{objectives.names} need {directions}; use another --out or --storage"
+            )
+        saved = self.study.user_attrs.get("objectives")
+        if saved is None:
+            self.study.set_user_attr("objectives", list(objectives.names))
+        elif list(saved) != list(objectives.names):
+            raise EvompError(
+                f"study {study_name!r} was made for objectives {saved}, not {objectives.names}; "
+                "use another --out or --storage"
+            )
+        self.objectives = objectives
+
+    # -------------------------------------------------------------- writing
+    def values_and_constraints(
+        self, result: EvalResult, costs: Mapping[str, float]
+    ) -> tuple[list[float], dict[str, float]]:
+        o = self.objectives
+        values = [result.val_accuracy if n == "accuracy" else float(costs[n]) for n in o.names]
+        cons = {}
+        for c in o.constraints:
+            v = result.val_accuracy if c.metric == "accuracy" else float(costs[c.metric])
+            cons[str(c)] = float(v - c.bound if c.op == "<=" else c.bound - v)
+        return values, cons
+
+    def user_attrs(self, genome: np.ndarray, result: EvalResult, costs: Mapping[str, float],
+                   round_: int, source: str) -> dict[str, Any]:
+        return {
+            "genome": genome_to_hex(genome),
+            "genome_hash": result.genome_hash,
+            "fidelity": result.fidelity,
+            "ptq_accuracy": result.ptq_accuracy,
+            "seconds": result.seconds,
+            "cpu_seconds": result.cpu_seconds,
+            "round": round_,
+            "source": source,
+            "reason": result.reason,
+            **{f"m.{k}": float(v) for k, v in costs.items()},
+        }
+
+    def record(
+        self,
+        genome: np.ndarray,
+        result: EvalResult,
+        costs: Mapping[str, float],
+        *,
+        round_: int,
+        source: str,
+        params: dict[str, Any] | None = None,
+        distributions: dict[str, optuna.distributions.BaseDistribution] | None = None,
+    ) -> None:
+        """Add one finished evaluation as a trial (failed ones as FAIL with the reason)."""
+        attrs = self.user_attrs(genome, result, costs, round_, source)
+        if result.failed:
+            trial = optuna.trial.create_trial(
+                state=TrialState.FAIL, params=params or {}, distributions=distributions or {},
+                user_attrs=attrs,
+            )
+        else:
+            values, cons = self.values_and_constraints(result, costs)
+            trial = optuna.trial.create_trial(
+                state=TrialState.COMPLETE, values=values, params=params or {},
+                distributions=distributions or {}, user_attrs=attrs,
+                constraints=cons or None,
+            )
+        self.study.add_trial(trial)
+
+    # -------------------------------------------------------------- reading
+    def records(self, fidelity: str = "short") -> list[Record]:
+        """Every stored evaluation at ``fidelity`` (completed and failed), in trial order."""
+        out = []
+        trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
+        for t in trials:
+            ua = t.user_attrs
+            if "genome" not in ua or ua.get("fidelity") != fidelity:
+                continue
+            failed = t.state == TrialState.FAIL
+            acc = float("nan") if failed else float(t.values[self.objectives.names.index("accuracy")])
+            out.append(Record(t.number, genome_from_hex(ua["genome"]), ua["genome_hash"],
+                              ua["fidelity"], acc, float(ua.get("ptq_accuracy", np.nan)), failed,
+                              dict(ua)))
+        return out
+
+    def n_true(self) -> int:
+        return len(self.records())

@@ -1,0 +1,92 @@
+"""``evomp worker``: one of many processes sharing a study (e.g. in PostgreSQL).
+
+Each worker loops: ask the shared study's sampler for a candidate (compact encoding),
+decode it, claim it, evaluate it with short QAT, tell the result. A genome already claimed
+by a trial with a lower number (another worker asked for the same decoded genome) is
+not trained again: the later trial is marked PRUNED with ``duplicate_of`` set, so no trial
+is lost and none is evaluated twice. Workers stop once the study holds ``budget``
+completed evaluations (they may overshoot by at most the number of workers - 1).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from evomp._evaluate import genome_hash
+from evomp._objectives import Objectives
+from evomp._runner import RunContext
+from evomp._search import channel_importance
+from evomp._sensitivity import run_profile
+from evomp._store import Store, open_storage
+from evomp.engines import CompactEncoding
+from evomp.engines._operators import repair_all_pruned
+from evomp.engines._optuna import distributions, make_sampler
+
+__all__ = ["run_worker"]
+
+log = logging.getLogger("evomp")
+
+
+def _claimed_earlier(study: optuna.Study, number: int, h: str) -> int | None:
+    for t in study.get_trials(deepcopy=False,
+                              states=(TrialState.RUNNING, TrialState.COMPLETE, TrialState.FAIL)):
+        if t.number < number and t.user_attrs.get("genome_hash") == h:
+            return t.number
+    return None
+
+
+def run_worker(ctx: RunContext, storage_url: str, budget: int | None = None,
+               sampler: str | None = None, max_trials: int | None = None,
+               progress: bool = True) -> dict[str, Any]:
+    """Evaluate candidates of the shared study until it holds ``budget`` evaluations.
+
+    Returns:
+        Counts of what this worker did: ``evaluated``, ``duplicates``, ``failed``.
+    """
+    s = ctx.spec.search
+    budget = budget or s.budget
+    objectives = Objectives(ctx.space.table, s.objectives, s.constraints, s.hardware, ctx.spec.hw)
+    profile = run_profile(ctx, s.sensitivity, s.probes)
+    enc = CompactEncoding(ctx.space.table, channel_importance(profile, ctx.space.table))
+    # each worker seeds its sampler differently so they do not all propose the same points
+    seed = ctx.spec.seed * 1000 + (hash((time.time_ns(), id(ctx))) % 1000)
+    store = Store(open_storage(storage_url, ctx.out), ctx.spec.name, objectives,
+                  make_sampler(sampler or s.sampler, seed, s.population))
+    study = store.study
+    dists = distributions(enc)
+    counts = {"evaluated": 0, "duplicates": 0, "failed": 0}
+    while store.n_true() < budget and (max_trials is None or sum(counts.values()) < max_trials):
+        trial = study.ask(dists)
+        P = np.array([[trial.params[n] for n in enc.names]])
+        g = repair_all_pruned(ctx.space.table, enc.decode(P).astype(np.int64)).astype(np.int8)[0]
+        h = genome_hash(g)
+        trial.set_user_attr("genome_hash", h)
+        first = _claimed_earlier(study, trial.number, h)
+        if first is not None:
+            trial.set_user_attr("duplicate_of", first)
+            study.tell(trial, state=TrialState.PRUNED)
+            counts["duplicates"] += 1
+            continue
+        r = ctx.evaluator.evaluate(g[None], "short")[0]
+        costs = {k: float(v[0]) for k, v in objectives.costs(g[None]).items()}
+        for k, v in store.user_attrs(g, r, costs, -1, "worker").items():
+            trial.set_user_attr(k, v)
+        if r.failed:
+            study.tell(trial, state=TrialState.FAIL)
+            counts["failed"] += 1
+            continue
+        values, cons = store.values_and_constraints(r, costs)
+        for k, v in cons.items():
+            trial.set_constraint(k, v)
+        study.tell(trial, values)
+        counts["evaluated"] += 1
+        if progress:
+            print(f"trial {trial.number}: val accuracy {r.val_accuracy:.4f} "
+                  f"({r.seconds:.1f}s)", flush=True)
+    return counts
