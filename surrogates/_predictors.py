@@ -1,0 +1,308 @@
+"""Accuracy predictors: scikit-learn regressors with ``predict(X, return_std=True)``.
+
+Every predictor takes a feature matrix (from :class:`surrogates.GenomeFeatures`) and the
+accuracy in ``[0, 1]`` as target, and returns a mean and, on request, a standard
+deviation, like :class:`sklearn.gaussian_process.GaussianProcessRegressor`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from scipy import stats
+from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.ensemble import ExtraTreesRegressor, GradientBoostingRegressor
+from sklearn.gaussian_process import GaussianProcessRegressor
+from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+from sklearn.isotonic import IsotonicRegression
+from sklearn.model_selection import KFold, cross_val_predict
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
+
+__all__ = [
+    "GPSurrogate",
+    "ForestSurrogate",
+    "BoostingSurrogate",
+    "HawqProxy",
+    "AutoSurrogate",
+]
+
+_STD_FLOOR = 1e-6
+
+
+class _Surrogate(RegressorMixin, BaseEstimator):
+    """Shared ``predict`` plumbing: subclasses implement ``_fit`` and ``_predict``."""
+
+    def fit(self, X: Any, y: Any) -> _Surrogate:
+        """Fit on features ``X (n, d)`` and accuracies ``y (n,)``; returns ``self``."""
+        X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64)
+        self._fit(X, np.asarray(y, dtype=np.float64))
+        return self
+
+    def predict(self, X: Any, return_std: bool = False) -> Any:
+        """Predicted accuracy ``(n,)``, and with ``return_std`` its std ``(n,)``."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        mean, std = self._predict(X)
+        if return_std:
+            return mean, np.maximum(std, _STD_FLOOR)
+        return mean
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+        raise NotImplementedError
+
+
+class GPSurrogate(_Surrogate):
+    """Gaussian process on standardized features.
+
+    The default kernel is ``C * Matern(nu=2.5, one length scale per feature) + White``
+    (ARD: irrelevant features get long length scales), fitted with normalized targets.
+
+    Args:
+        kernel: a scikit-learn kernel to use instead of the default.
+        ard: one length scale per feature in the default kernel (else one shared).
+        alpha: jitter added to the kernel diagonal.
+        n_restarts_optimizer: restarts of the marginal-likelihood optimizer.
+        random_state: seed of the restarts.
+
+    Attributes:
+        scaler_: the fitted :class:`StandardScaler`.
+        gp_: the fitted :class:`GaussianProcessRegressor`.
+    """
+
+    def __init__(
+        self,
+        kernel: Any = None,
+        ard: bool = True,
+        alpha: float = 1e-8,
+        n_restarts_optimizer: int = 2,
+        random_state: int | None = 0,
+    ) -> None:
+        self.kernel = kernel
+        self.ard = ard
+        self.alpha = alpha
+        self.n_restarts_optimizer = n_restarts_optimizer
+        self.random_state = random_state
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        d = X.shape[1]
+        kernel = self.kernel
+        if kernel is None:
+            ls = np.ones(d) if self.ard else 1.0
+            kernel = ConstantKernel(1.0, (1e-3, 1e3)) * Matern(
+                length_scale=ls, length_scale_bounds=(1e-2, 1e3), nu=2.5
+            ) + WhiteKernel(1e-2, (1e-6, 1.0))
+        self.scaler_ = StandardScaler().fit(X)
+        self.gp_ = GaussianProcessRegressor(
+            kernel=clone(kernel),
+            alpha=self.alpha,
+            normalize_y=True,
+            n_restarts_optimizer=self.n_restarts_optimizer,
+            random_state=self.random_state,
+        )
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            self.gp_.fit(self.scaler_.transform(X), y)
+
+    def _predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mean, std = self.gp_.predict(self.scaler_.transform(X), return_std=True)
+        return mean, std
+
+
+class ForestSurrogate(_Surrogate):
+    """Extremely randomized trees; the std is the spread of the trees' predictions.
+
+    Args:
+        n_estimators: number of trees.
+        min_samples_leaf: minimum samples per leaf (>1 smooths small data sets).
+        max_features: features tried per split (as in scikit-learn).
+        random_state: seed.
+
+    Attributes:
+        forest_: the fitted :class:`ExtraTreesRegressor`.
+    """
+
+    def __init__(
+        self,
+        n_estimators: int = 300,
+        min_samples_leaf: int = 1,
+        max_features: float | str | None = 1.0,
+        random_state: int | None = 0,
+    ) -> None:
+        self.n_estimators = n_estimators
+        self.min_samples_leaf = min_samples_leaf
+        self.max_features = max_features
+        self.random_state = random_state
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        self.forest_ = ExtraTreesRegressor(
+            n_estimators=self.n_estimators,
+            min_samples_leaf=self.min_samples_leaf,
+            max_features=self.max_features,
+            random_state=self.random_state,
+        ).fit(X, y)
+
+    def _predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        per_tree = np.stack([t.predict(X) for t in self.forest_.estimators_])
+        return per_tree.mean(0), per_tree.std(0)
+
+
+class BoostingSurrogate(_Surrogate):
+    """An ensemble of gradient-boosted trees on subsamples; std across members.
+
+    Each member is a :class:`GradientBoostingRegressor` with its own seed and row
+    subsampling, so members disagree where the data do not pin the function down.
+
+    Args:
+        n_members: ensemble size.
+        n_estimators / learning_rate / max_depth / subsample: per member.
+        random_state: seed of the members' seeds.
+
+    Attributes:
+        members_: the fitted members.
+    """
+
+    def __init__(
+        self,
+        n_members: int = 8,
+        n_estimators: int = 150,
+        learning_rate: float = 0.05,
+        max_depth: int = 2,
+        subsample: float = 0.7,
+        random_state: int | None = 0,
+    ) -> None:
+        self.n_members = n_members
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.max_depth = max_depth
+        self.subsample = subsample
+        self.random_state = random_state
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        if self.n_members < 1:
+            raise ValueError(f"n_members must be >= 1, got {self.n_members}")
+        rs = check_random_state(self.random_state)
+        self.members_ = [
+            GradientBoostingRegressor(
+                n_estimators=self.n_estimators,
+                learning_rate=self.learning_rate,
+                max_depth=self.max_depth,
+                subsample=self.subsample,
+                random_state=int(rs.randint(2**31 - 1)),
+            ).fit(X, y)
+            for _ in range(self.n_members)
+        ]
+
+    def _predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        p = np.stack([m.predict(X) for m in self.members_])
+        return p.mean(0), p.std(0)
+
+
+class HawqProxy(_Surrogate):
+    """The reference to beat: accuracy as a monotone function of one sensitivity total.
+
+    An isotonic (decreasing) regression of accuracy on column ``column`` of the
+    features, by default ``hawq_total`` (column 0 of :class:`GenomeFeatures`). Its std
+    is the root mean squared training residual, the same for every point.
+
+    Args:
+        column: index of the sensitivity column.
+        increasing: fit an increasing function instead (for a score, not a loss).
+
+    Attributes:
+        iso_: the fitted :class:`IsotonicRegression`.
+        resid_std_: RMS training residual.
+    """
+
+    def __init__(self, column: int = 0, increasing: bool = False) -> None:
+        self.column = column
+        self.increasing = increasing
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        if not -X.shape[1] <= self.column < X.shape[1]:
+            raise ValueError(f"column {self.column} is outside the {X.shape[1]} features")
+        x = X[:, self.column]
+        self.iso_ = IsotonicRegression(increasing=self.increasing, out_of_bounds="clip")
+        self.iso_.fit(x, y)
+        self.resid_std_ = float(np.sqrt(np.mean((self.iso_.predict(x) - y) ** 2)))
+
+    def _predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mean = self.iso_.predict(X[:, self.column])
+        return mean, np.full(mean.shape, self.resid_std_)
+
+
+def default_candidates(random_state: int | None = 0) -> list[tuple[str, BaseEstimator]]:
+    """The predictors :class:`AutoSurrogate` chooses among by default."""
+    return [
+        ("gp", GPSurrogate(random_state=random_state)),
+        ("forest", ForestSurrogate(random_state=random_state)),
+        ("boosting", BoostingSurrogate(random_state=random_state)),
+        ("hawq", HawqProxy()),
+    ]
+
+
+class AutoSurrogate(_Surrogate):
+    """Picks the candidate with the best cross-validated Kendall tau, refit on all data.
+
+    The tau is computed once over the pooled out-of-fold predictions of a shuffled
+    ``cv``-fold split (more stable than averaging taus of small folds). Ties go to the
+    earlier candidate; a candidate that fails or predicts a constant scores ``-1``.
+
+    Args:
+        candidates: ``(name, estimator)`` pairs; default: GP, forest, boosting, HAWQ.
+        cv: number of folds (reduced to the number of samples when fewer).
+        random_state: seed of the fold split and of the default candidates.
+
+    Attributes:
+        cv_scores_: name -> cross-validated Kendall tau.
+        best_name_: the chosen candidate's name.
+        estimator_: the chosen candidate, refit on all the data.
+    """
+
+    def __init__(
+        self,
+        candidates: Sequence[tuple[str, BaseEstimator]] | None = None,
+        cv: int = 5,
+        random_state: int | None = 0,
+    ) -> None:
+        self.candidates = candidates
+        self.cv = cv
+        self.random_state = random_state
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        cands = list(self.candidates) if self.candidates is not None else default_candidates(
+            self.random_state
+        )
+        if not cands:
+            raise ValueError("candidates is empty: give at least one (name, estimator)")
+        n = X.shape[0]
+        folds = min(int(self.cv), n)
+        scores: dict[str, float] = {}
+        if folds >= 2 and n >= 4:
+            split = KFold(folds, shuffle=True, random_state=self.random_state)
+            for name, est in cands:
+                try:
+                    pred = cross_val_predict(clone(est), X, y, cv=split)
+                    tau = stats.kendalltau(y, pred).statistic
+                except (ValueError, np.linalg.LinAlgError):
+                    tau = float("nan")
+                scores[name] = float(tau) if np.isfinite(tau) else -1.0
+        else:
+            scores = {name: 0.0 for name, _ in cands}
+        best = max(range(len(cands)), key=lambda i: (scores[cands[i][0]], -i))
+        self.cv_scores_ = scores
+        self.best_name_ = cands[best][0]
+        self.estimator_ = clone(cands[best][1]).fit(X, y)
+
+    def _predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mean, std = self.estimator_.predict(X, return_std=True)
+        return np.asarray(mean), np.asarray(std)
