@@ -191,12 +191,14 @@ class BoostingSurrogate(_Surrogate):
         if self.n_members < 1:
             raise ValueError(f"n_members must be >= 1, got {self.n_members}")
         rs = check_random_state(self.random_state)
+        # row subsampling needs a few rows to draw from
+        subsample = self.subsample if X.shape[0] >= 4 else 1.0
         self.members_ = [
             GradientBoostingRegressor(
                 n_estimators=self.n_estimators,
                 learning_rate=self.learning_rate,
                 max_depth=self.max_depth,
-                subsample=self.subsample,
+                subsample=subsample,
                 random_state=int(rs.randint(2**31 - 1)),
             ).fit(X, y)
             for _ in range(self.n_members)
@@ -234,6 +236,12 @@ class HawqProxy(_Surrogate):
         self.iso_ = IsotonicRegression(increasing=self.increasing, out_of_bounds="clip")
         self.iso_.fit(x, y)
         self.resid_std_ = float(np.sqrt(np.mean((self.iso_.predict(x) - y) ** 2)))
+
+    def __sklearn_tags__(self):  # type: ignore[no-untyped-def]
+        tags = super().__sklearn_tags__()
+        # one monotone feature by design: on arbitrary data its R^2 is poor
+        tags.regressor_tags.poor_score = True
+        return tags
 
     def _predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mean = self.iso_.predict(X[:, self.column])

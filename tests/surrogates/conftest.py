@@ -30,10 +30,13 @@ def tanh_setup() -> tuple[nn.Module, list[tuple[torch.Tensor, torch.Tensor]]]:
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_torch_thread():  # type: ignore[no-untyped-def]
-    """Tiny models run far faster on one thread (and do not fight a loaded machine)."""
+    """Tiny models and small BLAS calls run far faster on one thread."""
+    from threadpoolctl import threadpool_limits
+
     n = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with threadpool_limits(1):
+        yield
     torch.set_num_threads(n)
 
 

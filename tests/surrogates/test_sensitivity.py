@@ -230,3 +230,15 @@ def test_with_evomp_quantizers() -> None:
                                    ((q - w).double() ** 2).sum(1).numpy(), rtol=1e-10)
     assert prof.a_signed.tolist() == [True, False]
     assert np.all(prof.a_noise[:, 0] > prof.a_noise[:, 2])
+
+
+def test_fisher_loop_fallback_agrees_with_vmap(tanh_setup, monkeypatch) -> None:
+    import surrogates._sensitivity as sens
+
+    model, data = tanh_setup
+    ws = [m.weight for _, m in layers_of(model)]
+    fast = sens._fisher_diag(model, ws, data[:1], F.cross_entropy)
+    monkeypatch.setattr(sens, "_vmap_per_sample_grads", lambda *a: None)
+    slow = sens._fisher_diag(model, ws, data[:1], F.cross_entropy)
+    for a, b in zip(fast, slow, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-10)
