@@ -47,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
         jobs=args.jobs,
     )
     res = method(ctx, objectives, opts)
+    # CPU time of worker processes the method used (e.g. random's parallel short QAT)
+    clock.add_workers(float(res.info.pop("worker_cpu_seconds", 0.0)))
     front = finish_run(
         ctx, objectives, res.genomes, method=args.method, clock=clock, jobs=args.jobs,
         prior_evaluations=res.info.pop("evaluations", []), info={"baseline": res.info},
