@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pymoo.core.repair import Repair
 
 from evomp._errors import EvompError
 from evomp.baselines._registry import (
@@ -167,30 +168,30 @@ def refine(table: LayerTable, genomes: np.ndarray, latency_model: HardwareModel,
     return table.encode(w2, a2)
 
 
-def _repair_base() -> type:
-    from pymoo.core.repair import Repair
+class FreeBitsRepair(Repair):
+    """A pymoo repair that applies :func:`refine` to every offspring (the search's repair
+    step when an objective is a latency): repaired genomes are never slower and never
+    lower in precision.
 
-    return Repair
-
-
-class FreeBitsRepair:
-    """A pymoo ``Repair`` that applies :func:`refine` to every offspring (search repair step).
-
-    Use when an objective is a latency: the repaired genomes are never slower and never
-    lower in precision. ``FreeBitsRepair(table, model, metric)`` returns a
-    ``pymoo.core.repair.Repair`` instance.
+    Args:
+        table: the layer table of the genomes.
+        latency_model: the hardware model giving the latency.
+        metric: its latency metric (default: the model's first metric).
+        ties: also raise precision where the latency stays equal.
     """
 
-    def __new__(cls, table: LayerTable, latency_model: HardwareModel,
-                metric: str | None = None, ties: bool = False) -> Any:
-        base = _repair_base()
+    def __init__(self, table: LayerTable, latency_model: HardwareModel,
+                 metric: str | None = None, ties: bool = False) -> None:
+        super().__init__()
+        self.table = table
+        self.latency_model = latency_model
+        self.metric = latency_metric(latency_model, metric)
+        self.ties = ties
 
-        class _FreeBits(base):  # type: ignore[misc, valid-type]
-            def _do(self, problem: Any, X: np.ndarray, **kwargs: Any) -> np.ndarray:
-                G = np.rint(np.asarray(X, dtype=float)).astype(np.int64)
-                return refine(table, G, latency_model, metric, ties=ties).astype(float)
-
-        return _FreeBits()
+    def _do(self, problem: Any, X: np.ndarray, **kwargs: Any) -> np.ndarray:
+        G = np.rint(np.asarray(X, dtype=float)).astype(np.int64)
+        return refine(self.table, G, self.latency_model, self.metric,
+                      ties=self.ties).astype(float)
 
 
 # ------------------------------------------------------------------------- method

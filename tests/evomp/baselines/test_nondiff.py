@@ -332,7 +332,7 @@ def test_freebits_repair_is_a_pymoo_repair() -> None:
     t = testing.contract_tables()["toy"]
     hw = hwmodels.get("pulp", table=t)
     rep = FreeBitsRepair(t, hw)
-    assert isinstance(rep, Repair)
+    assert isinstance(rep, Repair) and isinstance(rep, FreeBitsRepair)
     X = sample_genomes(t, 5, np.random.default_rng(3)).astype(float)
     out = rep._do(None, X)
     np.testing.assert_array_equal(out, refine(t, X.astype(int), hw))
