@@ -333,9 +333,13 @@ class _Program:
         cost_vec[off_y:off_z] = cost.a_coef.ravel()
         if memory:
             cost_vec[off_p] = 1.0
-        scale = float(wt.max(axis=1).sum() + at.max(axis=1).sum()) if n_var else 0.0
+        # HiGHS stops at an absolute gap of 1e-6 (not settable through scipy), so scale the
+        # objective to make its lower bound (every gene at its best choice) about 1: the
+        # solution is then optimal to ~1e-6 relative, not to 1e-6 of the largest term
+        top = float(wt.max(axis=1).sum() + at.max(axis=1).sum()) if n_var else 0.0
+        floor = float(wt.min(axis=1).sum() + at[:, a_cols].min(axis=1).sum()) if n_var else 0.0
+        scale = max(floor, 1e-6 * top)
         self.obj_scale = scale if scale > 0 else 1.0
-        self.obj_raw = obj.copy()
         lo_hi = self._extremes(t, cost)
         span = max(lo_hi[1] - lo_hi[0], abs(lo_hi[1]), 1e-300)
         self.c = obj / self.obj_scale + 1e-7 * cost_vec / span
