@@ -45,9 +45,12 @@ def backend_context(scheduler: str | None) -> Iterator[str]:
         from distributed import Client
     except ImportError as e:  # pragma: no cover - cluster extra missing
         raise EvompError("the dask backend needs the cluster extra: pip install 'evomp[cluster]'") from e
+    from joblib import parallel_config
+
     client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
     try:
-        yield "dask"
+        with parallel_config(backend="dask"):  # registers joblib's dask backend
+            yield "dask"
     finally:
         if client is not scheduler:
             client.close()
@@ -92,7 +95,8 @@ def evaluate_parallel(
         return evaluator.evaluate(g, fidelity, with_test=with_test, save_dir=sd), 0.0
     threads = threads_per_worker(jobs) if backend == "loky" else 1
     chunks = np.array_split(np.array(todo), min(len(todo), jobs * 2))
-    parts = Parallel(n_jobs=jobs, backend=backend)(
+    par = Parallel(n_jobs=jobs) if backend == "dask" else Parallel(n_jobs=jobs, backend=backend)
+    parts = par(
         delayed(_worker_eval)(evaluator, g[c], fidelity, with_test, threads, sd)
         for c in chunks if len(c)
     )

@@ -325,7 +325,7 @@ class Search:
                    "mae": float(np.abs(meas - pred).mean()) if len(meas) else float("nan"),
                    "topk_overlap": float("nan")})
         est = model[-1]
-        chosen = getattr(est, "chosen_", None) or type(est).__name__
+        chosen = getattr(est, "best_name_", None) or type(est).__name__
         row = {"round": round_, "n_train": n_train, "n_new": int(ok.sum()),
                **{k: float(v) for k, v in q.items()}, "model": str(chosen),
                "best_new_accuracy": float(meas.max()) if len(meas) else float("nan")}
@@ -347,7 +347,10 @@ class Search:
         obj = self.objectives
         costs = obj.costs(X)
         viol = obj.violation(y, costs).sum(axis=1)
-        feas = np.nonzero(viol == 0)[0]
+        # candidates below the accuracy floor are not worth a final QAT (unless none is above)
+        floor = self.s.final_min_accuracy
+        above = (viol == 0) & (y >= floor)
+        feas = np.nonzero(above if above.any() else viol == 0)[0]
         cap = self.s.final_max
         if len(feas):
             nd = feas[nondominated(obj.matrix(y[feas], {k: v[feas] for k, v in costs.items()}))]

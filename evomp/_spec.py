@@ -110,6 +110,7 @@ class SearchSpec:
     time_limit_s: float = 0.0
     jobs: int = 1
     final_max: int = 8
+    final_min_accuracy: float = 0.0
     selection: str = "ehvi"
     surrogate: str = "auto"
     sensitivity: str = "hutchinson"

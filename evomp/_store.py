@@ -14,6 +14,8 @@ attributes: ``genome`` (hex of the int8 genome: compact, never thousands of para
 from __future__ import annotations
 
 import logging
+import random
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,13 +83,19 @@ class Store:
         sampler: optuna.samplers.BaseSampler | None = None,
     ) -> None:
         directions = ["maximize" if n == "accuracy" else "minimize" for n in objectives.names]
-        try:
-            self.study = optuna.create_study(
-                storage=storage, study_name=study_name, directions=directions,
-                load_if_exists=True, sampler=sampler,
-            )
-        except Exception as e:  # e.g. unreachable database
-            raise EvompError(f"cannot open the study {study_name!r}: {e}") from e
+        # several workers may create the same study (and the schema) at the same moment:
+        # the losers of that race retry and load what the winner created
+        for attempt in range(6):
+            try:
+                self.study = optuna.create_study(
+                    storage=storage, study_name=study_name, directions=directions,
+                    load_if_exists=True, sampler=sampler,
+                )
+                break
+            except Exception as e:  # e.g. unreachable database, or the creation race
+                if attempt == 5:
+                    raise EvompError(f"cannot open the study {study_name!r}: {e}") from e
+                time.sleep(0.2 + random.random() * (attempt + 1))
         got = [d.name.lower() for d in self.study.directions]
         if got != directions:
             raise EvompError(

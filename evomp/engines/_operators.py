@@ -21,6 +21,8 @@ def initial_design(
     """``(n, n_genes)`` genomes mixing uniform configurations, sensitivity-ordered
     assignments at several budgets (Dirichlet shares of bit levels, decoded in importance
     order), and uniformly random genomes; uniforms first, then about 2/3 ordered."""
+    if n <= 0:
+        return np.zeros((0, table.n_genes), dtype=np.int8)
     uni = []
     for w in table.w_choices[::-1]:
         if w == 0:
@@ -30,7 +32,7 @@ def initial_design(
     # order uniforms: (8,8), (4,8), (2,8)... interleaved so small n still spans bits
     uni_arr = np.array(uni, dtype=np.int8).reshape(-1, table.n_genes)
     pick = sorted(range(len(uni_arr)), key=lambda i: (i % len(table.a_choices), i))
-    uni_arr = uni_arr[pick][: max(1, n // 4)]
+    uni_arr = uni_arr[pick][: min(n, max(1, n // 4))]
     rest = n - len(uni_arr)
     n_ord = (2 * rest + 2) // 3
     # concentrations from spread-out to balanced: low concentration gives extreme shares

@@ -1,0 +1,267 @@
+"""End-to-end search tests on a tiny spec: reproducibility, resume after SIGKILL, dask,
+and several workers sharing one PostgreSQL study."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+from evomp._parallel import evaluate_parallel
+from evomp._runner import open_run
+from evomp._spec import load_spec
+from evomp.cli import main
+
+TINY = """
+name = "tiny"
+seed = 0
+threads = 1
+
+[task]
+name = "mnist1d"
+model = "cnn1d"
+model_kwargs = {{ width = 8 }}
+
+[pretrain]
+epochs = 3
+
+[qat]
+steps = 15
+final_steps = 30
+
+[search]
+engine = "{engine}"
+objectives = ["accuracy", "memory_bytes"]
+hardware = ["memory", "mpic"]
+budget = {budget}
+initial = 6
+per_round = 2
+generations = 3
+population = 12
+probes = 2
+final_max = 4
+"""
+
+
+def _spec(tmp: Path, engine: str = "pymoo", budget: int = 10) -> Path:
+    p = tmp / f"tiny-{engine}.toml"
+    p.write_text(TINY.format(engine=engine, budget=budget))
+    return p
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def _study(run_dir: Path) -> optuna.Study:
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    storage = JournalStorage(JournalFileBackend(str(run_dir / "study.journal")))
+    return optuna.load_study(study_name="tiny", storage=storage)
+
+
+def test_seeded_run_is_reproducible_and_complete(tmp_path: Path, capsys) -> None:
+    spec = _spec(tmp_path)
+    assert main(["run", str(spec), "--out", str(tmp_path / "a"), "--quiet"]) == 0
+    assert main(["run", str(spec), "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    a, b = tmp_path / "a", tmp_path / "b"
+    for name in ("front.csv", "front.json", "evaluations.csv", "surrogate_quality.csv",
+                 "spec.toml", "run.json", "study.journal", "sensitivity.npz"):
+        assert (a / name).is_file(), name
+    ea, eb = _rows(a / "evaluations.csv"), _rows(b / "evaluations.csv")
+    assert [r["genome_hash"] for r in ea] == [r["genome_hash"] for r in eb]
+    assert [r["val_accuracy"] for r in ea] == [r["val_accuracy"] for r in eb]
+    assert _rows(a / "front.csv") == _rows(b / "front.csv")
+    short = [r for r in ea if r["fidelity"] == "short"]
+    assert len(short) == 10 and len({r["genome_hash"] for r in short}) == 10
+    front = _rows(a / "front.csv")
+    assert front and all(r["test_accuracy"] for r in front)
+    members = json.loads((a / "front.json").read_text())
+    assert set(members) == {r["id"] for r in front}
+    assert main(["status", str(a)]) == 0
+    assert "true evaluations: 10" in capsys.readouterr().out
+    # running again resumes: nothing is trained again, the front is the same
+    assert main(["run", str(spec), "--out", str(a), "--quiet"]) == 0
+    assert len([t for t in _study(a).trials if t.user_attrs.get("fidelity") == "short"]) == 10
+
+
+def test_optuna_engine_run(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, "optuna", budget=8)
+    assert main(["run", str(spec), "--out", str(tmp_path / "o"), "--sampler", "tpe",
+                 "--quiet"]) == 0
+    st = _study(tmp_path / "o")
+    done = [t for t in st.trials if t.state.name == "COMPLETE"]
+    assert len(done) == 8
+    assert all(t.params and "genome" in t.user_attrs for t in done)  # compact params + genome
+    assert max(len(t.params) for t in done) < 40  # compact, not one param per channel
+
+
+def _python() -> list[str]:
+    return [sys.executable, "-m", "evomp"]
+
+
+def test_resume_after_sigkill(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, budget=12)
+    run_dir = tmp_path / "k"
+    # warm the shared float-model cache so the killed process gets to evaluations quickly
+    open_run(load_spec(spec), run_dir, 1)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(_python() + ["run", str(spec), "--out", str(run_dir), "--quiet"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    n_before = 0
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:
+            time.sleep(0.3)
+            if (run_dir / "study.journal").is_file():
+                try:
+                    n_before = len(_study(run_dir).trials)
+                except Exception:
+                    n_before = 0
+                if n_before >= 4:
+                    break
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert n_before >= 4, "the run did not record evaluations in time"
+    before = {t.user_attrs["genome_hash"] for t in _study(run_dir).trials}
+    assert main(["run", str(spec), "--out", str(run_dir), "--quiet"]) == 0
+    trials = _study(run_dir).trials
+    hashes = [t.user_attrs["genome_hash"] for t in trials if t.user_attrs.get("fidelity") == "short"]
+    assert len(hashes) == 12 and len(set(hashes)) == 12  # nothing lost, nothing trained twice
+    assert before <= set(hashes)
+    assert (run_dir / "front.csv").is_file()
+
+
+def test_dask_local_cluster_matches_sequential(tmp_path: Path) -> None:
+    distributed = pytest.importorskip("distributed")
+    ctx = open_run(load_spec(_spec(tmp_path)), tmp_path / "d", 1)
+    G = ctx.space.random(4, 1)
+    seq = ctx.evaluator.evaluate(G, "short")
+    ctx.evaluator.cache.clear()
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            from evomp._parallel import backend_context
+
+            with backend_context(client) as backend:
+                assert backend == "dask"
+                par, cpu = evaluate_parallel(ctx.evaluator, G, "short", jobs=2, backend=backend)
+    assert [r.val_accuracy for r in par] == [r.val_accuracy for r in seq]
+    assert cpu > 0  # the work happened in the cluster's worker processes
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+def _pg_bin(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    cands = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return cands[-1] if cands else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def postgres_url():  # type: ignore[no-untyped-def]
+    psycopg = pytest.importorskip("psycopg")
+    initdb, postgres = _pg_bin("initdb"), _pg_bin("postgres")
+    if not initdb or not postgres:
+        pytest.skip("PostgreSQL is not installed ('make test' installs it with apt-get)")
+    base = Path(tempfile.mkdtemp(prefix="evomp-pg-", dir="/tmp"))
+    prefix: list[str] = []
+    if os.geteuid() == 0:  # the server refuses to run as root
+        import pwd
+
+        try:
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' user to run the server")
+        os.chown(base, pw.pw_uid, pw.pw_gid)
+        prefix = ["runuser", "-u", "postgres", "--"]
+    os.chmod(base, 0o755)
+    data = base / "data"
+    subprocess.run(prefix + [initdb, "-D", str(data), "-A", "trust", "-U", "postgres",
+                             "--no-sync"], check=True, capture_output=True)
+    port = _free_port()
+    server = subprocess.Popen(
+        prefix + [postgres, "-D", str(data), "-p", str(port), "-k", str(base),
+                  "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                conn = psycopg.connect(host="127.0.0.1", port=port, user="postgres",
+                                       dbname="postgres", autocommit=True)
+                break
+            except psycopg.OperationalError:
+                if time.time() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        conn.execute("CREATE DATABASE evomp_test")
+        conn.close()
+        yield f"postgresql://postgres@127.0.0.1:{port}/evomp_test"
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.postgres
+def test_three_workers_share_a_postgres_study(tmp_path: Path, postgres_url: str) -> None:
+    spec = _spec(tmp_path, "optuna", budget=9)
+    open_run(load_spec(spec), tmp_path / "w0", 1)  # warm the shared float-model cache
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    procs = [
+        subprocess.Popen(_python() + ["worker", str(spec), "--storage", postgres_url,
+                                      "--out", str(tmp_path / f"w{i}"), "--threads", "1"],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for i in range(3)
+    ]
+    outs = [p.communicate(timeout=300)[0].decode() for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    study = optuna.load_study(study_name="tiny", storage=postgres_url)
+    trials = study.trials
+    states = [t.state.name for t in trials]
+    assert "RUNNING" not in states and "WAITING" not in states  # no trial lost
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(done) >= 9
+    hashes = [t.user_attrs["genome_hash"] for t in done]
+    assert len(hashes) == len(set(hashes))  # none evaluated twice
+    for t in trials:
+        if t.state.name == "PRUNED":
+            assert "duplicate_of" in t.user_attrs
+    assert sum("worker done" in o for o in outs) == 3
+    # every worker's trials take part in the front computation
+    assert main(["run", str(spec), "--storage", postgres_url, "--out", str(tmp_path / "w0"),
+                 "--quiet"]) == 0
+    ev = _rows(tmp_path / "w0" / "evaluations.csv")
+    assert {r["genome_hash"] for r in ev if r["fidelity"] == "short"} == set(hashes)
+    assert len(_rows(tmp_path / "w0" / "front.csv")) >= 1
+    assert np.isfinite(float(_rows(tmp_path / "w0" / "front.csv")[0]["test_accuracy"]))
