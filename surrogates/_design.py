@@ -20,6 +20,7 @@ def sensitivity_order_genome(
     a_bits: int | None = None,
     allow_prune: bool = True,
     ref_bits: int = 8,
+    max_prune_share: float = 0.75,
 ) -> np.ndarray:
     """Genomes that lower the least sensitive channels first until a memory budget holds.
 
@@ -40,6 +41,10 @@ def sensitivity_order_genome(
         a_bits: activation bits of the free activation genes (default: the highest).
         allow_prune: allow 0-bit (pruned) channels when 0 is among the choices.
         ref_bits: the reference bit-width of the budget.
+        max_prune_share: at most this share of each layer's channels is pruned (the
+            least costly ones). The second-order terms are additive and small for whole
+            late layers, so an uncapped greedy happily prunes a layer away and kills the
+            network; a cap keeps low budgets usable.
 
     Returns:
         ``(b, n_genes)`` int8 genomes, one per budget.
@@ -87,6 +92,8 @@ def sensitivity_order_genome(
     depth = np.broadcast_to(np.arange(n_steps), ratio.shape)
     gene = np.broadcast_to(np.arange(n_wg)[:, None], ratio.shape)
     order = np.lexsort((depth.ravel(), ratio.ravel()))
+    if lo_level == 0 and table.w_choices[0] == 0 and max_prune_share < 1.0:
+        order = _cap_pruning(order, n_steps, n_wg, gene_size, fan_in, table, max_prune_share)
     cum_save = np.cumsum(saving.ravel()[order])
     step_gene = gene.ravel()[order]
     for b, frac in enumerate(budgets):
@@ -98,3 +105,25 @@ def sensitivity_order_genome(
         taken = np.bincount(step_gene[: min(k, order.size)], minlength=n_wg)
         out[b, :n_wg] = (j_w - 1 - taken).astype(np.int8)
     return out
+
+
+def _cap_pruning(order: np.ndarray, n_steps: int, n_wg: int, gene_size: np.ndarray,
+                 fan_in: np.ndarray, table: LayerTable, share: float) -> np.ndarray:
+    """Drop the pruning steps (last depth) beyond ``share`` of each layer's channels."""
+    gene = order // n_steps
+    is_prune = order % n_steps == n_steps - 1
+    wg = table.w_gene_of_channel
+    free = wg >= 0
+    gene_layer = np.zeros(n_wg, dtype=np.int64)
+    gene_layer[wg[free]] = table.channel_layer[free]
+    n_ch = gene_size / fan_in[gene_layer]  # channels per gene
+    layer_ch = np.diff(table.layer_start).astype(np.float64)
+    cap = np.floor(share * layer_ch + 1e-9)
+    keep = np.ones(order.size, dtype=bool)
+    pi = np.nonzero(is_prune)[0]  # pruning steps in the global (ratio) order
+    lay = gene_layer[gene[pi]]
+    for i in np.unique(lay):
+        sel = pi[lay == i]
+        cum = np.cumsum(n_ch[gene[sel]])
+        keep[sel[cum > cap[i]]] = False
+    return order[keep]

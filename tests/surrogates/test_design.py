@@ -51,3 +51,13 @@ def test_least_sensitive_channels_go_first(tanh_table, tanh_profile) -> None:
         sensitivity_order_genome(tanh_table, prof, 0.5, a_bits=3)
     with pytest.raises(ValueError, match="budget"):
         sensitivity_order_genome(tanh_table, prof, -1.0)
+
+
+def test_pruning_is_capped_per_layer(tanh_table, tanh_profile) -> None:
+    t = tanh_table
+    for share, allowed in ((0.75, [3, 3, 2]), (0.5, [2, 2, 1]), (1.0, [4, 5, 3])):
+        g = sensitivity_order_genome(t, tanh_profile, 0.0, max_prune_share=share)
+        wb = t.weight_bits(g)[0]
+        pruned = [int((wb[t.layer_start[i]:t.layer_start[i + 1]] == 0).sum())
+                  for i in range(t.n_layers)]
+        assert pruned == allowed, (share, pruned)
