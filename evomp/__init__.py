@@ -5,7 +5,12 @@ from __future__ import annotations
 from evomp._bitconfig import BitConfig
 from evomp._errors import EvompError, SpecError
 from evomp._evaluate import EvalResult, Evaluator, genome_hash
+from evomp._objectives import Objectives
+from evomp._protocol import read_front
+from evomp._runner import RunContext, make_context, open_run
+from evomp._search import Search, SearchOptions
 from evomp._space import SearchSpace
+from evomp._spec import RunSpec, load_spec, parse_spec
 from evomp._train import QATConfig, TrainConfig, pretrain
 from evomp.quant import QuantModel
 from evomp.tasks import Task, get_task
@@ -17,6 +22,11 @@ __all__ = [
     "EvalResult",
     "Evaluator",
     "EvompError",
+    "Objectives",
+    "RunContext",
+    "RunSpec",
+    "Search",
+    "SearchOptions",
     "QATConfig",
     "QuantModel",
     "SearchSpace",
@@ -25,5 +35,10 @@ __all__ = [
     "TrainConfig",
     "get_task",
     "genome_hash",
+    "load_spec",
+    "make_context",
+    "open_run",
+    "parse_spec",
     "pretrain",
+    "read_front",
 ]

@@ -28,7 +28,14 @@ from evomp._train import (
 )
 from evomp.tasks import MODELS, Task, from_npz, get_task
 
-__all__ = ["build_task", "build_space", "RunContext", "open_run", "default_out_dir"]
+__all__ = [
+    "build_task",
+    "build_space",
+    "RunContext",
+    "open_run",
+    "make_context",
+    "default_out_dir",
+]
 
 log = logging.getLogger("evomp")
 
@@ -165,6 +172,37 @@ def open_run(spec: RunSpec, out: str | Path | None = None, threads: int | None =
     (out_dir / "space.json").write_text(space.table.to_json())
     evaluator = Evaluator(task, space, model, qat_config(spec), device=device)
     return RunContext(spec, out_dir, task, model, space, evaluator, device, info)
+
+
+def make_context(
+    task: Task,
+    model: nn.Module,
+    space: SearchSpace,
+    spec: RunSpec,
+    out: str | Path,
+    device: str | torch.device = "cpu",
+) -> RunContext:
+    """A run context from Python objects: a user's task (any ``nn.Module`` with
+    DataLoaders or tensors) and an already-trained float model, instead of a spec's
+    built-in task. ``spec`` supplies the QAT, search and hardware settings (its ``task``
+    and ``pretrain`` tables are not used).
+    """
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    setup_logging(out_dir)
+    (out_dir / "spec.toml").write_text(spec_to_toml(spec))
+    (out_dir / "space.json").write_text(space.table.to_json())
+    dev = resolve_device(device)
+    model = model.to(dev)
+    torch.save({"key": "user", "state_dict": model.state_dict(), "info": {}},
+               out_dir / "float.pt")
+    evaluator = Evaluator(task, space, model, qat_config(spec), device=dev)
+    from evomp._train import evaluate_model
+
+    val, _ = evaluate_model(model, task, task.val, dev)
+    test, _ = evaluate_model(model, task, task.test, dev)
+    info = {"val_accuracy": val, "test_accuracy": test, "seconds": 0.0, "cached": True}
+    return RunContext(spec, out_dir, task, model, space, evaluator, dev, info)
 
 
 def _check_same_run(spec: RunSpec, out_dir: Path) -> None:
