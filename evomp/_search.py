@@ -241,10 +241,23 @@ class Search:
         if self.engine_name == "pymoo":
             return PymooEngine(self.table, self.encoding, n_obj, n_con, self.s.algorithm,
                                self.s.population, self.ctx.spec.seed,
-                               checkpoint=self.out / "pymoo_state.npz")
+                               checkpoint=self.out / "pymoo_state.npz",
+                               repair=self._latency_repair())
         return OptunaEngine(self.encoding, n_obj, self.sampler_name,
                             trials=self.s.population * self.s.generations // 4,
                             population=self.s.population, seed=self.ctx.spec.seed)
+
+    def _latency_repair(self) -> Any:
+        """Free Bits' refinement as a repair when an objective is a latency metric."""
+        import hwmodels
+        from evomp.baselines._freebits import FreeBitsRepair
+
+        for m in self.objectives.hw_metrics:
+            if "latency" in m:
+                model = self.objectives.models[hwmodels.metric_owner(m)]
+                self._say(f"Free Bits repair on: precision is raised wherever {m} does not grow")
+                return FreeBitsRepair(self.table, model, m)
+        return None
 
     def _round(self, round_: int) -> int:
         X, y, recs = self._true_data()

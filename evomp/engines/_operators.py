@@ -11,7 +11,7 @@ from pymoo.core.sampling import Sampling
 from evomp.engines._encoding import CompactEncoding
 from hwmodels import LayerTable
 
-__all__ = ["MixedSampling", "LayerBlockCrossover", "LevelStepMutation", "KeepChannelRepair",
+__all__ = ["ChainRepair", "MixedSampling", "LayerBlockCrossover", "LevelStepMutation", "KeepChannelRepair",
            "initial_design"]
 
 
@@ -129,9 +129,22 @@ class KeepChannelRepair(Repair):
         self.zero_level = table.w_choices.index(0) if 0 in table.w_choices else None
 
     def _do(self, problem, X, **kwargs):  # type: ignore[no-untyped-def]
-        if self.zero_level is None or self.table.granularity == "layer" and False:
+        if self.zero_level is None:
             return X
         return repair_all_pruned(self.table, np.rint(X).astype(np.int64)).astype(float)
+
+
+class ChainRepair(Repair):
+    """Apply several repairs in order (e.g. keep-a-channel, then Free Bits)."""
+
+    def __init__(self, *repairs: Repair) -> None:
+        super().__init__()
+        self.repairs = repairs
+
+    def _do(self, problem, X, **kwargs):  # type: ignore[no-untyped-def]
+        for r in self.repairs:
+            X = r._do(problem, X, **kwargs)
+        return X
 
 
 def repair_all_pruned(table: LayerTable, G: np.ndarray) -> np.ndarray:

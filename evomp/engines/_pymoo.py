@@ -13,7 +13,10 @@ from pymoo.problems.static import StaticProblem
 
 from evomp._errors import EvompError
 from evomp.engines._encoding import CompactEncoding
+from pymoo.core.repair import Repair
+
 from evomp.engines._operators import (
+    ChainRepair,
     KeepChannelRepair,
     LayerBlockCrossover,
     LevelStepMutation,
@@ -43,6 +46,8 @@ class PymooEngine:
         pop_size: population size.
         seed: random seed.
         checkpoint: path of the checkpoint file, or None.
+        repair: an extra repair applied after keep-a-channel (e.g. Free Bits when an
+            objective is a latency).
     """
 
     name = "pymoo"
@@ -57,6 +62,7 @@ class PymooEngine:
         pop_size: int = 64,
         seed: int = 0,
         checkpoint: str | Path | None = None,
+        repair: Repair | None = None,
     ) -> None:
         if algorithm not in ALGORITHMS:
             raise EvompError(f"search.algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
@@ -68,6 +74,7 @@ class PymooEngine:
         self.n_obj = n_obj
         self.n_constr = n_constr
         self.checkpoint = Path(checkpoint) if checkpoint else None
+        self.repair = repair
         self.pop: np.ndarray | None = None
         self.generation = 0
         if self.checkpoint and self.checkpoint.is_file():
@@ -85,7 +92,8 @@ class PymooEngine:
             sampling=MixedSampling(self.table, self.encoding, seeds, seed),
             crossover=LayerBlockCrossover(self.table),
             mutation=LevelStepMutation(self.table),
-            repair=KeepChannelRepair(self.table),
+            repair=KeepChannelRepair(self.table) if self.repair is None
+            else ChainRepair(KeepChannelRepair(self.table), self.repair),
             eliminate_duplicates=True,
         )
         if self.algorithm == "nsga2":

@@ -215,3 +215,20 @@ def test_store_records_and_reloads(tmp_path: Path) -> None:
         Store(open_storage(None, tmp_path), "s", Objectives(t, ["accuracy", "bitops"]))
     with pytest.raises(EvompError, match="not a database URL"):
         open_storage("somewhere.db", tmp_path)
+
+
+def test_pymoo_engine_with_free_bits_repair(rng) -> None:
+    import hwmodels
+    from evomp.baselines._freebits import FreeBitsRepair, refine
+
+    t = _table()
+    enc = CompactEncoding(t, rng.random(t.n_channels))
+    pulp = hwmodels.get("pulp", table=t)
+
+    def lat_obj(G: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        lat = pulp.cost(t, G)["latency_cycles"]
+        return np.stack([np.exp(-_mem(t, G) / 1000.0), lat], 1), np.zeros((len(G), 0))
+
+    e = PymooEngine(t, enc, 2, pop_size=12, seed=0, repair=FreeBitsRepair(t, pulp))
+    P = e.propose(lat_obj, 3)
+    np.testing.assert_array_equal(refine(t, P.astype(np.int64), pulp), P)  # already refined
