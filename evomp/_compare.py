@@ -347,7 +347,7 @@ def plot_fronts(cmp: Comparison, path: str | Path, title: str | None = None) -> 
     allx = [p[0] for f in cmp.fronts.values() for p in f]
     for i, r in enumerate(cmp.rows):
         f = np.asarray(cmp.fronts[r["run"]], dtype=float).reshape(-1, 2)
-        label = f"{r['run']} ({r['method']}), HV {100 * r['hv_fraction']:.1f}%"
+        label = f"{r['run']}: {r['method']}, HV {100 * r['hv_fraction']:.1f}%"
         if len(f) == 0:
             ax.plot([], [], label=label + ", empty")
             continue
