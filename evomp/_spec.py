@@ -87,7 +87,7 @@ class QATSpec:
 
     steps: int = 300
     final_steps: int = 1500
-    lr: float = 1e-3
+    lr: float = 3e-3
     quant_lr: float = 1e-2
     batch_size: int = 128
 
