@@ -60,12 +60,14 @@ class _Surrogate(RegressorMixin, BaseEstimator):
 class GPSurrogate(_Surrogate):
     """Gaussian process on standardized features.
 
-    The default kernel is ``C * Matern(nu=2.5, one length scale per feature) + White``
-    (ARD: irrelevant features get long length scales), fitted with normalized targets.
+    The default kernel is ``C * Matern(nu=2.5) + White`` on standardized features,
+    fitted with normalized targets. ``ard=True`` gives one length scale per feature
+    (irrelevant features get long ones): better with many points, but over-parameterized
+    and about ten times slower to fit with a few dozen points and ~30 features.
 
     Args:
         kernel: a scikit-learn kernel to use instead of the default.
-        ard: one length scale per feature in the default kernel (else one shared).
+        ard: one length scale per feature in the default kernel (default: one shared).
         alpha: jitter added to the kernel diagonal.
         n_restarts_optimizer: restarts of the marginal-likelihood optimizer.
         random_state: seed of the restarts.
@@ -78,9 +80,9 @@ class GPSurrogate(_Surrogate):
     def __init__(
         self,
         kernel: Any = None,
-        ard: bool = True,
+        ard: bool = False,
         alpha: float = 1e-8,
-        n_restarts_optimizer: int = 2,
+        n_restarts_optimizer: int = 1,
         random_state: int | None = 0,
     ) -> None:
         self.kernel = kernel
@@ -133,7 +135,7 @@ class ForestSurrogate(_Surrogate):
 
     def __init__(
         self,
-        n_estimators: int = 300,
+        n_estimators: int = 200,
         min_samples_leaf: int = 1,
         max_features: float | str | None = 1.0,
         random_state: int | None = 0,
@@ -173,8 +175,8 @@ class BoostingSurrogate(_Surrogate):
 
     def __init__(
         self,
-        n_members: int = 8,
-        n_estimators: int = 150,
+        n_members: int = 5,
+        n_estimators: int = 100,
         learning_rate: float = 0.05,
         max_depth: int = 2,
         subsample: float = 0.7,
