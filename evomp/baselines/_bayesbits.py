@@ -12,7 +12,8 @@ model: the latency-table regularizer), relative to the all-8-bit network and wei
 by ``mu`` (0.18 in the paper; swept here for the trade-off). A gate is kept on when
 ``P(z = 0) < 0.34``. The second step of Free Bits, the hardware-aware heuristic that
 raises precision where that lowers the measured latency, is the ``freebits`` baseline:
-``evomp baseline SPEC --method freebits --from <this run>``.
+``evomp baseline SPEC --method freebits --from <this run>``, or in the same run with
+``refine = "pulp"`` (then both the searched and the refined configurations are exported).
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ DEFAULTS: dict[str, Any] = {
     "zeta": 1.1,
     "init": 2.0,                    # initial gate logit (log alpha)
     "threshold": 0.34,              # a gate is on when P(z = 0) < threshold
+    "refine": "",                   # "<model>" or "<model>:<metric>": also export the Free
+                                    # Bits refinement of every point against that latency
     "lr": 1e-3,                     # Adam, weights
     "quant_lr": 1e-2,               # Adam, activation ranges
     "arch_optimizer": "adam",
@@ -226,4 +229,20 @@ def bayesbits(ctx: Any, objectives: Any, opts: BaselineOptions) -> BaselineResul
         a_rows.append(ab)
     genomes, info = finish_points(ctx, objectives, "bayesbits", points, w_rows, a_rows, t0,
                                   {"regularizer": p["regularizer"], "params": p})
+    if p["refine"]:
+        genomes = np.concatenate([genomes, _refine(ctx, genomes, p["refine"])])
+        info["refined_rows"] = list(range(len(points), len(genomes)))
     return BaselineResult(genomes=genomes, info=info)
+
+
+def _refine(ctx: Any, genomes: np.ndarray, target: str) -> np.ndarray:
+    """Free Bits step 2 against the latency model ``target`` (``model[:metric]``)."""
+    import hwmodels
+    from evomp.baselines._freebits import refine
+
+    name, _, metric = target.partition(":")
+    try:
+        model = hwmodels.get(name, table=ctx.space.table, **dict(ctx.spec.hw.get(name, {})))
+        return refine(ctx.space.table, genomes, model, metric or None)
+    except (KeyError, ValueError) as e:
+        raise EvompError(f"[baselines.bayesbits] refine = {target!r}: {e}") from e

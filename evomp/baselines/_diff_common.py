@@ -53,6 +53,7 @@ __all__ = [
     "make_optimizer",
     "predecessors",
     "finish_points",
+    "freeze_bn",
 ]
 
 
@@ -497,6 +498,18 @@ def make_arch_optimizer(params: list[nn.Parameter], kind: str, lr: float, method
     if kind == "adam":
         return make_adam([{"params": params, "lr": lr}])
     raise EvompError(f"[baselines.{method}] arch_optimizer must be 'sgd' or 'adam', got {kind!r}")
+
+
+def freeze_bn(net: nn.Module) -> None:
+    """Put every BatchNorm in eval mode (running statistics used and kept fixed).
+
+    With batch statistics a BatchNorm-followed channel is invariant to its weight scale,
+    so the task loss cannot see a mixture drifting toward the 0-bit choice (``Q_0 = 0``
+    only shrinks the channel): pruning would be free. Frozen statistics make it visible.
+    """
+    for m in net.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
 
 
 @torch.no_grad()

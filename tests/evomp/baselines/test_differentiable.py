@@ -262,3 +262,14 @@ def test_sweep_values() -> None:
     assert sweep_values([1, 100], 3, "x") == pytest.approx([1.0, 10.0, 100.0])
     with pytest.raises(EvompError):
         sweep_values([], 2, "x")
+
+
+def test_bayesbits_refine_never_slower(ctx: SimpleNamespace) -> None:
+    import hwmodels
+
+    params = dict(FAST, refine="pulp")
+    res = get_method("bayesbits")(ctx, objectives(ctx), BaselineOptions(points=1, params=params))
+    assert res.genomes.shape[0] == 2 and res.info["refined_rows"] == [1]
+    lat = hwmodels.get("pulp", table=ctx.space.table).cost(ctx.space.table, res.genomes)
+    assert lat["latency_cycles"][1] <= lat["latency_cycles"][0]
+    assert (res.genomes[1] >= res.genomes[0]).all()
