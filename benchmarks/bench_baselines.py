@@ -65,9 +65,10 @@ def _run(name: str, cmd: list[str], out: Path, fresh: set[str], log_dir: Path) -
     if same and name not in fresh:
         print(f"[{name}] reusing {out}", flush=True)
         return {"name": name, "dir": str(out), "reused": True}
-    if done and not same:
-        print(f"[{name}] {out} holds a run of another spec: running again", flush=True)
-    if (name in fresh or done) and out.exists():
+    if out.exists() and name not in fresh:
+        raise SystemExit(f"[{name}] {out} holds another (or an unfinished) run of another "
+                         f"spec; pass --fresh {name} to replace it, or --skip {name}")
+    if name in fresh and out.exists():
         import shutil
 
         shutil.rmtree(out)
@@ -130,7 +131,9 @@ def main() -> None:
     # a snapshot of the spec: every run of the comparison uses the same one
     spec_path = log_dir / Path(args.spec).name
     if not (args.keep_snapshot and spec_path.is_file()):
-        spec_path.write_text(Path(args.spec).read_text())
+        # resolved (every default written out): later changes of code defaults cannot
+        # make the runs of one comparison differ
+        spec_path.write_text(spec_to_toml(load_spec(args.spec)))
     spec = load_spec(spec_path)
     name = spec.name
     layer_spec = _variant(spec_path, f"{name}-layerwise", runs,
