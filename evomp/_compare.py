@@ -353,6 +353,7 @@ def plot_fronts(cmp: Comparison, path: str | Path, title: str | None = None) -> 
             continue
         stair = f[np.argsort(f[:, 0], kind="stable")]
         stair = stair[np.maximum.accumulate(stair[:, 1]) == stair[:, 1]]
+        stair = np.vstack([stair, [f[:, 0].max(), stair[-1, 1]]])  # flat to the last point
         line, = ax.step(stair[:, 0] * xs, stair[:, 1] * ys, where="post", lw=1.4, alpha=0.8)
         ax.scatter(f[:, 0] * xs, f[:, 1] * ys, marker=markers[i % len(markers)], s=36,
                    color=line.get_color(), label=label, zorder=3)
