@@ -180,9 +180,12 @@ def main() -> None:
     plot_fronts(cmp_mem, RESULTS / "bench_baselines_memory.png",
                 title=f"{name}: test accuracy against memory (verified fronts)")
     lat_runs = [k for k in ("search", "freebits", "ilp", "uniform") if k in have]
-    cmp_lat = compare_runs([d[k] for k in lat_runs], x="latency_cycles", y="test_accuracy")
-    plot_fronts(cmp_lat, RESULTS / "bench_baselines_latency.png",
-                title=f"{name}: test accuracy against GAP8 latency (pulp model)")
+    cmp_lat = None
+    if lat_runs:
+        cmp_lat = compare_runs([d[k] for k in lat_runs], x="latency_cycles",
+                               y="test_accuracy")
+        plot_fronts(cmp_lat, RESULTS / "bench_baselines_latency.png",
+                    title=f"{name}: test accuracy against GAP8 latency (pulp model)")
     label = {r["path"]: r["run"] for r in cmp_mem.rows}
     gran = {}
     for a, b in (("search", "search-layer"), ("ilp", "ilp-layer")):
@@ -202,15 +205,16 @@ def main() -> None:
         "uniform8_memory_bytes": mem8,
         "runs": done,
         "memory": cmp_mem.to_dict(),
-        "latency": cmp_lat.to_dict(),
+        "latency": None if cmp_lat is None else cmp_lat.to_dict(),
         "granularity_iso_accuracy": gran,
         "wall_seconds": time.perf_counter() - t0,
     }
     (RESULTS / "bench_baselines.json").write_text(json.dumps(result, indent=1))
     print("\n## Memory\n")
     print(format_table(cmp_mem, markdown=True))
-    print("\n## GAP8 latency (pulp model)\n")
-    print(format_table(cmp_lat, markdown=True))
+    if cmp_lat is not None:
+        print("\n## GAP8 latency (pulp model)\n")
+        print(format_table(cmp_lat, markdown=True))
     print("\n## Channel-wise against layer-wise at iso-accuracy (memory_bytes)\n")
     for k, rows in gran.items():
         a, b = k.split(" vs ")
