@@ -82,8 +82,9 @@ def run_plain_nsga2(ctx, objectives: Objectives, budget: int, jobs: int, pop: in
         mem = objectives.costs(G)["memory_bytes"]
         return np.stack([1 - acc, mem], 1), np.zeros((len(G), 0))
 
-    while len(seen) < budget:
-        eng.propose(true_objective, 1)
+    # one call: the first generation is the initial population, each later one `pop`
+    # offspring (duplicates eliminated); a few spare generations cover cache hits
+    eng.propose(true_objective, -(-budget // pop) + 2)
     keys = list(seen)[:budget]
     G = np.stack([np.frombuffer(k, dtype=np.int8) for k in keys])
     return {"acc": np.array([seen[k] for k in keys]),

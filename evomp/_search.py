@@ -64,8 +64,9 @@ def channel_importance(profile: Any, table: Any) -> np.ndarray:
 
 def build_surrogate(name: str, table: Any, profile: Any, seed: int) -> Any:
     """A scikit-learn pipeline: genome features, then the named predictor."""
-    import surrogates
     from sklearn.pipeline import make_pipeline
+
+    import surrogates
 
     predictors = {
         "auto": lambda: surrogates.AutoSurrogate(),

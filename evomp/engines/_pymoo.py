@@ -8,13 +8,12 @@ from pathlib import Path
 import numpy as np
 from pymoo.core.evaluator import Evaluator as PymooEvaluator
 from pymoo.core.problem import Problem
+from pymoo.core.repair import Repair
 from pymoo.core.termination import NoTermination
 from pymoo.problems.static import StaticProblem
 
 from evomp._errors import EvompError
 from evomp.engines._encoding import CompactEncoding
-from pymoo.core.repair import Repair
-
 from evomp.engines._operators import (
     ChainRepair,
     KeepChannelRepair,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evomp import EvompError, EvalResult
+from evomp import EvalResult, EvompError
 from evomp._objectives import Objectives, nondominated, parse_constraint
 from evomp._store import Store, open_storage
 from evomp.engines import (

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from evomp import EvompError, Evaluator, QATConfig, SearchSpace, TrainConfig, pretrain
+from evomp import Evaluator, EvompError, QATConfig, SearchSpace, TrainConfig, pretrain
 from evomp.tasks import Task, TensorData, from_arrays, from_npz, get_task
 
 
