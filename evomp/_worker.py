@@ -1,10 +1,11 @@
 """``evomp worker``: one of many processes sharing a study (e.g. in PostgreSQL).
 
 Each worker loops: ask the shared study's sampler for a candidate (compact encoding),
-decode it, claim it, evaluate it with short QAT, tell the result. A genome already claimed
-by a trial with a lower number (another worker asked for the same decoded genome) is
-not trained again: the later trial is marked PRUNED with ``duplicate_of`` set, so no trial
-is lost and none is evaluated twice. Workers stop once the study holds ``budget``
+decode it, claim it, evaluate it with short QAT, tell the result. Claims are rows under a
+primary key in the study's own database (:class:`Claims`), so a genome that another trial
+already claimed or recorded (another worker drew the same decoded genome) is not trained
+again: the later trial is marked PRUNED with ``duplicate_of`` set, so no trial is lost and
+none is evaluated twice. Workers stop once the study holds ``budget``
 completed evaluations (they may overshoot by at most the number of workers - 1).
 """
 
@@ -33,10 +34,63 @@ __all__ = ["run_worker"]
 log = logging.getLogger("evomp")
 
 
-def _claimed_earlier(study: optuna.Study, number: int, h: str) -> int | None:
-    for t in study.get_trials(deepcopy=False,
-                              states=(TrialState.RUNNING, TrialState.COMPLETE, TrialState.FAIL)):
-        if t.number < number and t.user_attrs.get("genome_hash") == h:
+class Claims:
+    """Atomic genome claims in the study's own database: one row per (study, genome hash),
+    inserted under a primary key, so of any number of workers that draw the same genome
+    exactly one inserts the row and trains it; the others read who owns it.
+
+    Args:
+        url: the RDB storage URL (PostgreSQL, MySQL, SQLite) the study lives in.
+        study_name: the study's name.
+    """
+
+    def __init__(self, url: str, study_name: str) -> None:
+        import sqlalchemy as sa
+
+        self.sa = sa
+        self.study_name = study_name
+        self.engine = sa.create_engine(url)
+        meta = sa.MetaData()
+        self.table = sa.Table(
+            "evomp_claims", meta,
+            sa.Column("study_name", sa.String(512), primary_key=True),
+            sa.Column("genome_hash", sa.String(64), primary_key=True),
+            sa.Column("trial_number", sa.Integer, nullable=False),
+        )
+        for attempt in range(6):  # workers starting together race to create the table
+            try:
+                meta.create_all(self.engine, checkfirst=True)
+                break
+            except sa.exc.DBAPIError:
+                if attempt == 5:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+
+    def claim(self, genome_hash: str, trial_number: int) -> int | None:
+        """Claim ``genome_hash`` for ``trial_number``; returns the owner's trial number when
+        another trial claimed it first, None when this trial now owns it."""
+        sa, t = self.sa, self.table
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(sa.insert(t).values(study_name=self.study_name,
+                                                 genome_hash=genome_hash,
+                                                 trial_number=trial_number))
+            return None
+        except sa.exc.IntegrityError:
+            with self.engine.connect() as conn:
+                owner = conn.execute(sa.select(t.c.trial_number).where(
+                    t.c.study_name == self.study_name,
+                    t.c.genome_hash == genome_hash)).scalar_one()
+            return None if owner == trial_number else int(owner)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _recorded(study: optuna.Study, h: str) -> int | None:
+    """A finished trial already holding genome ``h`` (e.g. recorded by ``evomp run``)."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+        if t.user_attrs.get("genome_hash") == h:
             return t.number
     return None
 
@@ -60,14 +114,28 @@ def run_worker(ctx: RunContext, storage_url: str, budget: int | None = None,
                   make_sampler(sampler or s.sampler, seed, s.population))
     study = store.study
     dists = distributions(enc)
+    claims = Claims(storage_url, ctx.spec.name)
     counts = {"evaluated": 0, "duplicates": 0, "failed": 0}
+    try:
+        _loop(ctx, study, store, objectives, enc, dists, claims, budget, max_trials, counts,
+              progress)
+    finally:
+        claims.close()
+    return counts
+
+
+def _loop(ctx: RunContext, study: optuna.Study, store: Store, objectives: Objectives,
+          enc: CompactEncoding, dists: dict[str, Any], claims: Claims, budget: int,
+          max_trials: int | None, counts: dict[str, int], progress: bool) -> None:
     while store.n_true() < budget and (max_trials is None or sum(counts.values()) < max_trials):
         trial = study.ask(dists)
         P = np.array([[trial.params[n] for n in enc.names]])
         g = repair_all_pruned(ctx.space.table, enc.decode(P).astype(np.int64)).astype(np.int8)[0]
         h = genome_hash(g)
         trial.set_user_attr("genome_hash", h)
-        first = _claimed_earlier(study, trial.number, h)
+        first = _recorded(study, h)
+        if first is None:
+            first = claims.claim(h, trial.number)
         if first is not None:
             trial.set_user_attr("duplicate_of", first)
             study.tell(trial, state=TrialState.PRUNED)
@@ -89,4 +157,3 @@ def run_worker(ctx: RunContext, storage_url: str, budget: int | None = None,
         if progress:
             print(f"trial {trial.number}: val accuracy {r.val_accuracy:.4f} "
                   f"({r.seconds:.1f}s)", flush=True)
-    return counts
