@@ -108,6 +108,28 @@ class CompactEncoding:
             col += 1
         return g
 
+    def encode(self, genomes: np.ndarray) -> np.ndarray:
+        """``(n, n_params)`` parameters holding each genome's share of channels per bit level
+        (channel-wise), its level (layer-wise) and its activation levels.
+
+        ``decode(encode(g))`` has the same per-layer bit mix as ``g``, with the bits given
+        in importance order (equal to ``g`` when ``g`` itself is importance-ordered).
+        """
+        G = np.atleast_2d(np.asarray(genomes)).astype(np.int64)
+        t = self.table
+        cols = []
+        wg = t.w_gene_of_channel
+        for i in self.w_layers:
+            genes = wg[t.layer_start[i] : t.layer_start[i + 1]]
+            if t.granularity == "layer":
+                cols.append(G[:, genes[:1]].astype(float))
+                continue
+            lv = G[:, genes]  # (n, C)
+            cols.append((lv[:, :, None] == np.arange(self.K)[None, None, :]).mean(axis=1))
+        for i in self.a_layers:
+            cols.append(G[:, [t.a_gene_of_layer[i]]].astype(float))
+        return np.concatenate(cols, axis=1) if cols else np.zeros((len(G), 0))
+
     def random_params(self, n: int, rng: np.random.Generator, concentration: float = 1.0
                       ) -> np.ndarray:
         """``(n, n_params)`` random parameters: Dirichlet shares, uniform levels."""

@@ -16,11 +16,17 @@ __all__ = ["ChainRepair", "MixedSampling", "LayerBlockCrossover", "LevelStepMuta
 
 
 def initial_design(
-    table: LayerTable, encoding: CompactEncoding, n: int, rng: np.random.Generator
+    table: LayerTable, encoding: CompactEncoding, n: int, rng: np.random.Generator,
+    budgeted: np.ndarray | None = None,
 ) -> np.ndarray:
     """``(n, n_genes)`` genomes mixing uniform configurations, sensitivity-ordered
-    assignments at several budgets (Dirichlet shares of bit levels, decoded in importance
-    order), and uniformly random genomes; uniforms first, then about 2/3 ordered."""
+    assignments and uniformly random genomes; uniforms first, then about 2/3 ordered.
+
+    The ordered ones are ``budgeted`` genomes first (sensitivity-ordered assignments at
+    several memory budgets, computed by the caller, e.g. with
+    ``surrogates.sensitivity_order_genome``; at most half of the ordered share, spread over
+    the budgets), then Dirichlet shares of bit levels decoded in importance order.
+    """
     if n <= 0:
         return np.zeros((0, table.n_genes), dtype=np.int8)
     uni = []
@@ -36,9 +42,17 @@ def initial_design(
     rest = n - len(uni_arr)
     n_ord = (2 * rest + 2) // 3
     # concentrations from spread-out to balanced: low concentration gives extreme shares
-    conc = np.repeat([0.3, 1.0, 3.0], -(-n_ord // 3))[:n_ord]
-    P = np.concatenate([encoding.random_params(1, rng, c) for c in conc]) if n_ord else None
-    ordered = encoding.decode(P) if n_ord else np.zeros((0, table.n_genes), np.int8)
+    B = np.zeros((0, table.n_genes), np.int8) if budgeted is None else \
+        np.asarray(budgeted, np.int8).reshape(-1, table.n_genes)
+    n_b = min(len(B), n_ord // 2)
+    if n_b:
+        B = B[np.unique(np.rint(np.linspace(0, len(B) - 1, n_b)).astype(int))]
+        n_b = len(B)
+    n_dir = n_ord - n_b
+    conc = np.repeat([0.3, 1.0, 3.0], -(-n_dir // 3))[:n_dir]
+    P = np.concatenate([encoding.random_params(1, rng, c) for c in conc]) if n_dir else None
+    ordered = encoding.decode(P) if n_dir else np.zeros((0, table.n_genes), np.int8)
+    ordered = np.concatenate([B[:n_b], ordered])
     hi = table.gene_n_levels
     rand = (rng.random((rest - n_ord, table.n_genes)) * hi).astype(np.int8)
     return np.concatenate([uni_arr, ordered, rand])[:n]
@@ -48,19 +62,22 @@ class MixedSampling(Sampling):
     """Initial population: :func:`initial_design` (uniform + ordered + random), plus any
     genomes given (e.g. the previous population when resuming)."""
 
-    def __init__(self, table: LayerTable, encoding: CompactEncoding, seeds: np.ndarray | None = None,
-                 seed: int = 0) -> None:
+    def __init__(self, table: LayerTable, encoding: CompactEncoding,
+                 seeds: np.ndarray | None = None, seed: int = 0,
+                 budgeted: np.ndarray | None = None) -> None:
         super().__init__()
         self.table = table
         self.encoding = encoding
         self.seeds = seeds
         self.seed = seed
+        self.budgeted = budgeted
 
     def _do(self, problem, n_samples, **kwargs):  # type: ignore[no-untyped-def]
         rng = np.random.default_rng(self.seed)
         given = np.zeros((0, self.table.n_genes), np.int8) if self.seeds is None else self.seeds
         given = given[:n_samples]
-        more = initial_design(self.table, self.encoding, n_samples - len(given), rng)
+        more = initial_design(self.table, self.encoding, n_samples - len(given), rng,
+                              self.budgeted)
         return np.concatenate([given, more]).astype(float)
 
 

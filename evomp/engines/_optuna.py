@@ -92,7 +92,9 @@ class OptunaEngine:
     def propose(self, objective: ObjFn, generations: int, inject: np.ndarray | None = None
                 ) -> np.ndarray:
         """Run ``trials`` cheap trials (``generations`` is ignored) and return genomes of
-        the non-dominated feasible ones (at most ``population``)."""
+        the non-dominated feasible ones (at most ``population``; the least infeasible ones
+        when no trial is feasible). ``inject`` genomes (e.g. the true front) are enqueued
+        as the first trials, through their compact parameters."""
         self.round += 1
         study = optuna.create_study(
             directions=["minimize"] * self.n_obj,
@@ -100,6 +102,11 @@ class OptunaEngine:
         )
         enc = self.encoding
         dists = distributions(enc)
+        if inject is not None and len(inject):
+            for p in enc.encode(inject):
+                study.enqueue_trial(
+                    {n: int(round(v)) if isinstance(dists[n], optuna.distributions.IntDistribution)
+                     else float(v) for n, v in zip(enc.names, p)}, skip_if_exists=True)
         n_trials = self.trials if self.sampler != "gp" else min(self.trials, 60)
         batch = self.population
         done = 0
@@ -114,7 +121,13 @@ class OptunaEngine:
                     t.set_constraint(f"c{j}", float(v))
                 study.tell(t, [float(x) for x in f])
             done += k
-        best = [t for t in study.best_trials][: self.population]
+        best = list(study.best_trials)[: self.population]
+        if not best:  # nothing feasible: the least infeasible trials
+            done_trials = study.get_trials(deepcopy=False)
+            viol = [sum(max(0.0, v) for v in (t.constraints or {}).values())
+                    for t in done_trials]
+            order = np.argsort(viol, kind="stable")[: self.population]
+            best = [done_trials[i] for i in order]
         P = np.array([[t.params[n] for n in enc.names] for t in best], dtype=float)
         G = enc.decode(P)
         self.last_params = {g.tobytes(): dict(zip(enc.names, p)) for g, p in zip(G, P)}

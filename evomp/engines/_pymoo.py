@@ -47,6 +47,8 @@ class PymooEngine:
         checkpoint: path of the checkpoint file, or None.
         repair: an extra repair applied after keep-a-channel (e.g. Free Bits when an
             objective is a latency).
+        budgeted: sensitivity-ordered genomes at several budgets for the initial
+            population (see :func:`initial_design`).
     """
 
     name = "pymoo"
@@ -62,6 +64,7 @@ class PymooEngine:
         seed: int = 0,
         checkpoint: str | Path | None = None,
         repair: Repair | None = None,
+        budgeted: np.ndarray | None = None,
     ) -> None:
         if algorithm not in ALGORITHMS:
             raise EvompError(f"search.algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
@@ -74,6 +77,7 @@ class PymooEngine:
         self.n_constr = n_constr
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.repair = repair
+        self.budgeted = budgeted
         self.pop: np.ndarray | None = None
         self.generation = 0
         if self.checkpoint and self.checkpoint.is_file():
@@ -88,7 +92,7 @@ class PymooEngine:
 
     def _make(self, seeds: np.ndarray | None, seed: int):  # type: ignore[no-untyped-def]
         common = dict(
-            sampling=MixedSampling(self.table, self.encoding, seeds, seed),
+            sampling=MixedSampling(self.table, self.encoding, seeds, seed, self.budgeted),
             crossover=LayerBlockCrossover(self.table),
             mutation=LevelStepMutation(self.table),
             repair=KeepChannelRepair(self.table) if self.repair is None
