@@ -138,28 +138,45 @@ class Evaluator:
         if fidelity not in FIDELITIES:
             raise ValueError(f"fidelity must be one of {FIDELITIES}, got {fidelity!r}")
         g = self.space.check(genomes)
+        # the cache holds results at the configured seed; another seed is never cached
+        use_cache = seed is None or seed == self.qat.seed
         out = []
         for row in g:
-            key = (genome_hash(row), fidelity)
-            hit = self.cache.get(key)
-            saved = save_dir is None or (Path(save_dir) / f"{key[0]}-{fidelity}.pt").is_file()
-            if hit is not None and (hit.test_accuracy is not None or not with_test) and saved:
+            hit = self.cached(row, fidelity, with_test, save_dir) if use_cache else None
+            if hit is not None:
                 out.append(hit)
                 continue
             r = self._evaluate_one(row, fidelity, with_test, self.qat.seed if seed is None else seed)
             if save_dir is not None and not r.failed:
                 d = Path(save_dir)
                 d.mkdir(parents=True, exist_ok=True)
-                tmp = d / f"{key[0]}-{fidelity}.tmp"
+                tmp = d / f"{r.genome_hash}-{fidelity}.tmp"
                 torch.save(self.qmodel.state_dict(), tmp)
-                tmp.replace(d / f"{key[0]}-{fidelity}.pt")
-            self.cache[key] = r
-            if self.cache_file:
-                self.cache_file.parent.mkdir(parents=True, exist_ok=True)
-                with self.cache_file.open("a") as f:
-                    f.write(json.dumps(r.to_dict()) + "\n")
+                tmp.replace(d / f"{r.genome_hash}-{fidelity}.pt")
+            if use_cache:
+                self.remember(r)
             out.append(r)
         return out
+
+    def cached(self, row: np.ndarray, fidelity: str, with_test: bool = False,
+               save_dir: str | Path | None = None) -> EvalResult | None:
+        """The cached result of ``row`` at ``fidelity``, if it answers the request: with a
+        test score when ``with_test``, and with its state dict in ``save_dir`` when given."""
+        hit = self.cache.get((genome_hash(row), fidelity))
+        if hit is None or (with_test and hit.test_accuracy is None and not hit.failed):
+            return None
+        if save_dir is not None and not hit.failed and \
+                not (Path(save_dir) / f"{hit.genome_hash}-{fidelity}.pt").is_file():
+            return None
+        return hit
+
+    def remember(self, r: EvalResult) -> None:
+        """Cache a result (and append it to ``cache_file``, one JSON line, flushed)."""
+        self.cache[(r.genome_hash, r.fidelity)] = r
+        if self.cache_file:
+            self.cache_file.parent.mkdir(parents=True, exist_ok=True)
+            with self.cache_file.open("a") as f:
+                f.write(json.dumps(r.to_dict()) + "\n")
 
     def model_for(self, genome: np.ndarray, fidelity: str = "final", seed: int | None = None
                   ) -> QuantModel:

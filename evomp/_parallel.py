@@ -4,31 +4,40 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 from joblib import Parallel, delayed
+from tqdm.auto import tqdm
 
 from evomp._errors import EvompError
-from evomp._evaluate import EvalResult, Evaluator, genome_hash
+from evomp._evaluate import EvalResult, Evaluator
 
-__all__ = ["evaluate_parallel", "backend_context", "threads_per_worker"]
+__all__ = ["evaluate_parallel", "backend_context", "threads_per_worker", "usable_cores"]
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (CPU affinity and cgroup-limited sets included)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
 
 
 def threads_per_worker(jobs: int) -> int:
     """Torch threads per worker so that ``jobs`` workers do not oversubscribe the cores."""
-    return max(1, (os.cpu_count() or 1) // max(1, jobs))
+    return max(1, usable_cores() // max(1, jobs))
 
 
 def _worker_eval(
-    evaluator: Evaluator, rows: np.ndarray, fidelity: str, with_test: bool, threads: int,
+    evaluator: Evaluator, i: int, row: np.ndarray, fidelity: str, with_test: bool, threads: int,
     save_dir: str | None,
-) -> list[EvalResult]:
+) -> tuple[int, EvalResult]:
     import torch
 
     torch.set_num_threads(threads)
-    return evaluator.evaluate(rows, fidelity, with_test=with_test, save_dir=save_dir)
+    return i, evaluator.evaluate(row[None], fidelity, with_test=with_test, save_dir=save_dir)[0]
 
 
 @contextlib.contextmanager
@@ -65,17 +74,26 @@ def evaluate_parallel(
     backend: str = "loky",
     with_test: bool = False,
     save_dir: str | Path | None = None,
+    on_result: Callable[[int, EvalResult], None] | None = None,
+    progress: bool | str = False,
 ) -> tuple[list[EvalResult], float]:
     """Evaluate genomes, in parallel when ``jobs > 1``; cached results are not recomputed.
 
+    Each genome is its own task and ``on_result`` is called as soon as it finishes (in
+    completion order), so a caller that records results there loses at most the
+    evaluations in flight if the process is killed.
+
     Args:
-        evaluator: the evaluator (pickled to the workers once per batch of rows).
+        evaluator: the evaluator (pickled to the workers with each task).
         genomes: ``(n, n_genes)`` int.
         fidelity: ``"ptq"``, ``"short"`` or ``"final"``.
         jobs: number of parallel workers (1 = in this process).
         backend: joblib backend (``"loky"``, or ``"dask"`` inside :func:`backend_context`).
         with_test: also score the test split.
         save_dir: where trained state dicts go (a shared filesystem for a cluster).
+        on_result: ``on_result(row_index, result)`` for every row, as results arrive
+            (cache hits first).
+        progress: show a progress bar (a string is its description).
 
     Returns:
         ``(results in row order, CPU seconds spent in worker processes)``; the latter is 0
@@ -83,31 +101,42 @@ def evaluate_parallel(
     """
     g = evaluator.space.check(genomes)
     sd = None if save_dir is None else str(save_dir)
+    results: dict[int, EvalResult] = {}
     todo = []
     for i, row in enumerate(g):
-        hit = evaluator.cache.get((genome_hash(row), fidelity))
-        fresh = hit is None or (with_test and hit.test_accuracy is None)
-        if not fresh and sd is not None:
-            fresh = not (Path(sd) / f"{hit.genome_hash}-{fidelity}.pt").is_file()
-        if fresh:
+        hit = evaluator.cached(row, fidelity, with_test=with_test, save_dir=sd)
+        if hit is None:
             todo.append(i)
-    if jobs <= 1 or len(todo) <= 1:
-        return evaluator.evaluate(g, fidelity, with_test=with_test, save_dir=sd), 0.0
-    threads = threads_per_worker(jobs) if backend == "loky" else 1
-    chunks = np.array_split(np.array(todo), min(len(todo), jobs * 2))
-    par = Parallel(n_jobs=jobs) if backend == "dask" else Parallel(n_jobs=jobs, backend=backend)
-    parts = par(
-        delayed(_worker_eval)(evaluator, g[c], fidelity, with_test, threads, sd)
-        for c in chunks if len(c)
-    )
+        else:
+            results[i] = hit
+            if on_result:
+                on_result(i, hit)
+    bar = tqdm(total=len(todo), desc=progress if isinstance(progress, str) else fidelity,
+               disable=not progress or not todo, leave=False)
     worker_cpu = 0.0
-    for part in parts:
-        for r in part:
-            evaluator.cache[(r.genome_hash, r.fidelity)] = r
-            worker_cpu += r.cpu_seconds
-            if evaluator.cache_file:
-                import json
 
-                with evaluator.cache_file.open("a") as f:
-                    f.write(json.dumps(r.to_dict()) + "\n")
-    return evaluator.evaluate(g, fidelity, with_test=with_test), worker_cpu
+    def done(i: int, r: EvalResult) -> None:
+        results[i] = r
+        bar.update(1)
+        if on_result:
+            on_result(i, r)
+
+    try:
+        if jobs <= 1 or len(todo) <= 1:
+            for i in todo:
+                done(i, evaluator.evaluate(g[i : i + 1], fidelity, with_test=with_test,
+                                           save_dir=sd)[0])
+        else:
+            threads = threads_per_worker(jobs) if backend == "loky" else 1
+            # dask's joblib backend yields in submission order; loky as results complete
+            order = "generator" if backend == "dask" else "generator_unordered"
+            par = (Parallel(n_jobs=jobs, return_as=order) if backend == "dask"
+                   else Parallel(n_jobs=jobs, backend=backend, return_as=order))
+            for i, r in par(delayed(_worker_eval)(evaluator, i, g[i], fidelity, with_test,
+                                                  threads, sd) for i in todo):
+                evaluator.remember(r)
+                worker_cpu += r.cpu_seconds
+                done(i, r)
+    finally:
+        bar.close()
+    return [results[i] for i in range(len(g))], worker_cpu

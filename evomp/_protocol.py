@@ -148,6 +148,7 @@ def finish_run(
     prior_evaluations: Sequence[dict[str, Any]] = (),
     info: dict[str, Any] | None = None,
     max_infeasible_shown: int = 5,
+    progress: bool = False,
 ) -> FrontResult:
     """Final QAT + test for ``genomes``, then the front, written into ``ctx.out``.
 
@@ -160,6 +161,7 @@ def finish_run(
         jobs / backend: parallel final evaluations.
         prior_evaluations: rows of the method's earlier true evaluations (for the CSV).
         info: extra fields for ``run.json``.
+        progress: show a progress bar over the final evaluations.
 
     Returns:
         The front. If no candidate is feasible the front holds the least infeasible ones
@@ -171,7 +173,7 @@ def finish_run(
     g = g[np.sort(first)]
     results, wcpu = evaluate_parallel(
         ctx.evaluator, g, "final", jobs=jobs, backend=backend, with_test=True,
-        save_dir=out / "models",
+        save_dir=out / "models", progress=progress and "final QAT",
     )
     clock.add_workers(wcpu)
     costs = objectives.costs(g)

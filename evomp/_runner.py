@@ -39,6 +39,10 @@ __all__ = [
 
 log = logging.getLogger("evomp")
 
+#: every true evaluation of a run directory, one JSON line each, appended as it finishes
+#: (what lets a killed run resume without retraining, the final QATs included)
+CACHE_FILE = "evaluations.jsonl"
+
 
 def build_task(spec: RunSpec) -> Task:
     t = spec.task
@@ -158,20 +162,44 @@ def open_run(spec: RunSpec, out: str | Path | None = None, threads: int | None =
     cfg = TrainConfig(p.epochs, p.lr, p.batch_size, p.weight_decay, spec.seed)
     # the float model is shared by every run of the same task and training settings (search
     # and baselines start from the same weights); each run directory keeps its own copy
-    shared = out_dir.parent / ".cache" / f"float-{_cache_key(task, cfg)}.pt"
+    key = _cache_key(task, cfg)
+    shared = out_dir.parent / ".cache" / f"float-{key}.pt"
     own = out_dir / "float.pt"
-    if own.is_file() and not shared.is_file():
+    own_key = _checkpoint_key(own)
+    if own_key == key and not shared.is_file():
         shared.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(own, shared)
     model, info = pretrain(task, cfg, cache_path=shared, device=device)
-    if not own.is_file():
+    if own_key != key:  # a new run, or a run directory's stale copy
         shutil.copyfile(shared, own)
     log.info("float model %s (%.1fs, threads=%d, device=%s)", info, time.perf_counter() - t0, n,
              device)
     space = build_space(spec, model, task)
     (out_dir / "space.json").write_text(space.table.to_json())
-    evaluator = Evaluator(task, space, model, qat_config(spec), device=device)
+    evaluator = Evaluator(task, space, model, qat_config(spec), device=device,
+                          cache_file=out_dir / CACHE_FILE)
     return RunContext(spec, out_dir, task, model, space, evaluator, device, info)
+
+
+def user_model_key(model: nn.Module, task: Task) -> str:
+    """``"user-<hash>"``: the float.pt key of a run made from Python (:func:`make_context`)
+    with one's own model, from its weights and the task's data fingerprint."""
+    import hashlib
+
+    h = hashlib.sha256(task.fingerprint().encode())
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return f"user-{h.hexdigest()[:16]}"
+
+
+def _checkpoint_key(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True).get("key")
+    except Exception:  # unreadable: treat as stale
+        return None
 
 
 def make_context(
@@ -190,13 +218,22 @@ def make_context(
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(out_dir)
+    _check_same_run(spec, out_dir)
     (out_dir / "spec.toml").write_text(spec_to_toml(spec))
     (out_dir / "space.json").write_text(space.table.to_json())
     dev = resolve_device(device)
     model = model.to(dev)
-    torch.save({"key": "user", "state_dict": model.state_dict(), "info": {}},
+    key = user_model_key(model, task)
+    old = _checkpoint_key(out_dir / "float.pt")
+    if old is not None and old != key:
+        raise EvompError(
+            f"{out_dir} holds a run of another model or data (its float.pt differs); pass "
+            "another out directory (nothing was changed)"
+        )
+    torch.save({"key": key, "state_dict": model.state_dict(), "info": {}},
                out_dir / "float.pt")
-    evaluator = Evaluator(task, space, model, qat_config(spec), device=dev)
+    evaluator = Evaluator(task, space, model, qat_config(spec), device=dev,
+                          cache_file=out_dir / CACHE_FILE)
     from evomp._train import evaluate_model
 
     val, _ = evaluate_model(model, task, task.val, dev)
@@ -215,10 +252,13 @@ def _check_same_run(spec: RunSpec, out_dir: Path) -> None:
         old = load_spec(saved)
     except EvompError:
         return
-    if (old.task, old.space, old.seed) != (spec.task, spec.space, spec.seed):
+    changed = [k for k in ("task", "space", "seed", "pretrain", "qat")
+               if getattr(old, k) != getattr(spec, k)]
+    if changed:
         raise EvompError(
-            f"{out_dir} holds a run of another task, space or seed; pass --out to write "
-            "this run elsewhere (nothing was changed)"
+            f"{out_dir} holds a run made with other {', '.join(changed)} settings (its "
+            "evaluations would not be comparable); pass --out to write this run elsewhere "
+            "(nothing was changed)"
         )
 
 

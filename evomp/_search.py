@@ -32,7 +32,7 @@ from evomp._parallel import backend_context, evaluate_parallel
 from evomp._protocol import CpuClock, FrontResult, finish_run
 from evomp._runner import RunContext
 from evomp._sensitivity import run_profile
-from evomp._store import Record, Store, open_storage
+from evomp._store import Record, Store, mask_url, open_storage
 from evomp.engines import CompactEncoding, OptunaEngine, PymooEngine, initial_design
 from evomp.engines._operators import repair_all_pruned
 from evomp.engines._optuna import distributions, make_sampler
@@ -128,7 +128,7 @@ class Search:
 
     def _write_storage_note(self, url: str | None) -> None:
         (self.out / "storage.txt").write_text(
-            (url or f"journal file: {self.out / 'study.journal'}") + "\n"
+            (mask_url(url) if url else f"journal file: {self.out / 'study.journal'}") + "\n"
             + f"study: {self.ctx.spec.name}\n"
         )
 
@@ -143,19 +143,27 @@ class Search:
 
     # ------------------------------------------------------------ evaluation
     def _evaluate_and_record(self, G: np.ndarray, round_: int, source: str,
-                             params: list[dict[str, float] | None] | None = None) -> list[EvalResult]:
+                             params: list[dict[str, float] | None] | None = None,
+                             predicted: tuple[np.ndarray, np.ndarray] | None = None
+                             ) -> list[EvalResult]:
         if len(G) == 0:
             return []
-        with backend_context(self.scheduler) as backend:
-            results, wcpu = evaluate_parallel(self.ctx.evaluator, G, "short", jobs=self.jobs,
-                                              backend=backend)
-        self.clock.add_workers(wcpu)
         costs = self.objectives.costs(G)
         dists = distributions(self.encoding) if self.engine_name == "optuna" else None
-        for i, (g, r) in enumerate(zip(G, results)):
+
+        def record(i: int, r: EvalResult) -> None:  # as each evaluation finishes
             p = params[i] if params else None
-            self.store.record(g, r, {k: v[i] for k, v in costs.items()}, round_=round_,
-                              source=source, params=p, distributions=dists if p else None)
+            extra = ({"predicted_accuracy": float(predicted[0][i]),
+                      "predicted_std": float(predicted[1][i])} if predicted is not None else None)
+            self.store.record(G[i], r, {k: v[i] for k, v in costs.items()}, round_=round_,
+                              source=source, params=p, distributions=dists if p else None,
+                              extra=extra)
+
+        with backend_context(self.scheduler) as backend:
+            results, wcpu = evaluate_parallel(
+                self.ctx.evaluator, G, "short", jobs=self.jobs, backend=backend,
+                on_result=record, progress=self.progress and f"{source} evaluations")
+        self.clock.add_workers(wcpu)
         return results
 
     def _true_data(self) -> tuple[np.ndarray, np.ndarray, list[Record]]:
@@ -164,30 +172,31 @@ class Search:
             return np.zeros((0, self.table.n_genes), np.int8), np.zeros(0), []
         return np.stack([r.genome for r in recs]), np.array([r.val_accuracy for r in recs]), recs
 
-    def _initial_genomes(self, n: int) -> tuple[np.ndarray, list[dict[str, float]] | None]:
+    def _budgeted(self) -> np.ndarray:
+        """Sensitivity-ordered genomes at several weight-memory budgets (6% to 60% of the
+        8-bit weight memory): the greedy HAWQ-style assignments of the initial design."""
+        import surrogates
+
+        if not hasattr(self, "_budgeted_cache"):
+            G = surrogates.sensitivity_order_genome(self.table, self.profile,
+                                                    np.geomspace(0.06, 0.6, 6))
+            self._budgeted_cache = repair_all_pruned(self.table, G.astype(np.int64)
+                                                     ).astype(np.int8)
+        return self._budgeted_cache
+
+    def _initial_genomes(self, n: int) -> tuple[np.ndarray, list[dict[str, float] | None] | None]:
+        """Uniform, budgeted sensitivity-ordered and random genomes (the Optuna engine gets
+        them through its compact parameters, so every initial trial carries them)."""
+        G = initial_design(self.table, self.encoding, n, self.rng, self._budgeted())
         if self.engine_name == "pymoo":
-            G = initial_design(self.table, self.encoding, n, self.rng)
             return repair_all_pruned(self.table, G.astype(np.int64)).astype(np.int8), None
         enc = self.encoding
-        P = []
-        # uniform configurations as one-hot shares, then Dirichlet shares
-        for w in range(len(self.table.w_choices) - 1, -1, -1):
-            if self.table.w_choices[w] == 0:
-                continue
-            p = []
-            for name in enc.names:
-                if name.startswith("a."):
-                    p.append(float(len(self.table.a_choices) - 1))
-                elif self.table.granularity == "layer":
-                    p.append(float(w))
-                else:
-                    p.append(1.0 if name.endswith(f".{self.table.w_choices[w]}") else 0.0)
-            P.append(p)
-        P = np.array(P[: max(1, n // 4)], dtype=float)
-        rest = enc.random_params(n - len(P), self.rng, 0.5)
-        P = np.concatenate([P, rest])[:n]
-        G = enc.decode(P)
-        return G, [dict(zip(enc.names, p)) for p in P]
+        P = enc.encode(G)
+        D = enc.decode(P)
+        G = repair_all_pruned(self.table, D.astype(np.int64)).astype(np.int8)
+        changed = (G != D).any(axis=1)
+        return G, [None if c else dict(zip(enc.names, map(float, p)))
+                   for c, p in zip(changed, P)]
 
     # ------------------------------------------------------------------ loop
     def run(self) -> FrontResult:
@@ -243,7 +252,7 @@ class Search:
             return PymooEngine(self.table, self.encoding, n_obj, n_con, self.s.algorithm,
                                self.s.population, self.ctx.spec.seed,
                                checkpoint=self.out / "pymoo_state.npz",
-                               repair=self._latency_repair())
+                               repair=self._latency_repair(), budgeted=self._budgeted())
         return OptunaEngine(self.encoding, n_obj, self.sampler_name,
                             trials=self.s.population * self.s.generations // 4,
                             population=self.s.population, seed=self.ctx.spec.seed)
@@ -293,10 +302,11 @@ class Search:
         G = pool[chosen]
         params = None
         if self.engine_name == "optuna":
+            # a genome changed by a repair has no compact parameters: it is recorded
+            # without them (the others keep theirs)
             params = [self.engine.last_params.get(g.tobytes()) for g in G]
-            if any(p is None for p in params):
-                params = None
-        results = self._evaluate_and_record(G, round_, "round", params)
+        results = self._evaluate_and_record(G, round_, "round", params,
+                                            predicted=(mean[chosen], std[chosen]))
         self._log_quality(round_, len(X), results, mean[chosen], model)
         return len(results)
 
@@ -391,12 +401,15 @@ class Search:
                 "test_accuracy": None, "failed": r.failed, "reason": r.attrs.get("reason", ""),
                 "seconds": r.attrs.get("seconds"), "cpu_seconds": r.attrs.get("cpu_seconds"),
                 "round": r.attrs.get("round"), "source": r.attrs.get("source"),
+                "predicted_accuracy": r.attrs.get("predicted_accuracy"),
+                "predicted_std": r.attrs.get("predicted_std"),
                 **{k: float(v[i]) for k, v in all_costs.items()},
             })
         with backend_context(self.scheduler) as backend:
             front = finish_run(
                 self.ctx, obj, X[cand], method=f"evomp-{self.engine_name}", clock=self.clock,
                 jobs=self.jobs, backend=backend, prior_evaluations=prior,
+                progress=self.progress,
                 info={"engine": self.engine_name,
                       "sampler": self.sampler_name if self.engine_name == "optuna" else None,
                       "algorithm": self.s.algorithm if self.engine_name == "pymoo" else None,

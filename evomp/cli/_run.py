@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="random seed (overrides the spec)")
     p.add_argument("--threads", type=int, help="torch threads of this process")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--no-reference", action="store_true",
+                   help="skip the uniform reference points (8-bit PTQ, 4- and 2-bit short QAT)")
     p.set_defaults(func=run)
 
 
@@ -33,6 +35,12 @@ def run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     if args.seed is not None:
         spec = dataclasses.replace(spec, seed=args.seed)
+    # command-line overrides go into the spec, so the run directory's spec.toml is the
+    # resolved one
+    over = {k: getattr(args, k) for k in ("engine", "sampler", "budget", "jobs")
+            if getattr(args, k) is not None}
+    if over:
+        spec = dataclasses.replace(spec, search=dataclasses.replace(spec.search, **over))
     ctx = open_run(spec, args.out, args.threads)
     fi = ctx.float_info
     if not args.quiet:
@@ -41,11 +49,11 @@ def run(args: argparse.Namespace) -> int:
             f"float model: val {fi['val_accuracy']:.4f}  test {fi['test_accuracy']:.4f}"
             + ("  (cached)" if fi.get("cached") else f"  (trained in {fi['seconds']:.1f}s)")
         )
+    if not args.quiet and not args.no_reference:
+        print_reference(ctx)
     search = Search(
         ctx,
-        SearchOptions(engine=args.engine, sampler=args.sampler, storage=args.storage,
-                      budget=args.budget, jobs=args.jobs, scheduler=args.scheduler,
-                      progress=not args.quiet),
+        SearchOptions(storage=args.storage, scheduler=args.scheduler, progress=not args.quiet),
     )
     front = search.run()
     print(f"\nverified front ({len(front.rows)} points; val/test accuracy after the final QAT):")
@@ -53,3 +61,23 @@ def run(args: argparse.Namespace) -> int:
     print(f"\noutputs: {ctx.out}/front.csv, front.json, evaluations.csv, "
           f"surrogate_quality.csv; CPU {search.clock.seconds:.0f}s")
     return 0
+
+
+def print_reference(ctx) -> None:  # type: ignore[no-untyped-def]
+    """Uniform reference points with test accuracy: what the search must beat (cached in
+    the run directory, so a resume does not retrain them)."""
+    from evomp._evaluate import evaluate_uniform
+
+    space = ctx.space
+    hi = max(space.a_bits)
+    settings = [(8, 8, "ptq"), (4, 4, "short"), (2, 2, "short")]
+    settings = [(w, a if a in space.a_bits else hi, f) for w, a, f in settings
+                if w in space.w_bits]
+    res = evaluate_uniform(ctx.evaluator, settings)
+    fi = ctx.float_info
+    parts = [f"float {fi['test_accuracy']:.4f}"]
+    for (w, a, fid), (_, r) in zip(settings, res):
+        what = "PTQ" if fid == "ptq" else "short QAT"
+        acc = "failed" if r.failed else f"{r.test_accuracy:.4f}"
+        parts.append(f"w{w}a{a} {what} {acc}")
+    print("uniform reference points (test accuracy): " + " | ".join(parts))

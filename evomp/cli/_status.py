@@ -14,10 +14,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("status", help="true evaluations, front size, surrogate quality, time")
     p.add_argument("dir", help="run directory")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--storage", help="the run's database URL (default: the one its "
+                   "storage.txt names, or its journal file)")
     p.set_defaults(func=run)
 
 
-def status(d: Path) -> dict:
+def status(d: Path, storage: str | None = None) -> dict:
     from evomp._errors import EvompError
 
     if not (d / "spec.toml").is_file():
@@ -27,18 +29,12 @@ def status(d: Path) -> dict:
     out["round"] = prog.get("round", 0)
     out["cpu_seconds"] = prog.get("cpu_seconds")
     out["verified"] = bool(prog.get("verified", False))
-    n_true = 0
-    journal = d / "study.journal"
-    if journal.is_file():
-        import optuna
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
+    from evomp._store import load_run_study
 
-        storage = JournalStorage(JournalFileBackend(str(journal)))
-        for s in optuna.get_all_study_summaries(storage):
-            st = optuna.load_study(study_name=s.study_name, storage=storage)
-            n_true += sum(1 for t in st.get_trials(deepcopy=False)
-                          if t.user_attrs.get("fidelity") == "short"
-                          and t.state.name in ("COMPLETE", "FAIL"))
+    study = load_run_study(d, storage)
+    n_true = 0 if study is None else sum(
+        1 for t in study.get_trials(deepcopy=False)
+        if t.user_attrs.get("fidelity") == "short" and t.state.name in ("COMPLETE", "FAIL"))
     out["true_evaluations"] = n_true
     if (d / "front.csv").is_file():
         with (d / "front.csv").open() as f:
@@ -59,7 +55,7 @@ def status(d: Path) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    s = status(Path(args.dir))
+    s = status(Path(args.dir), args.storage)
     if args.json:
         print(json.dumps(s, indent=1))
         return 0

@@ -114,6 +114,14 @@ def _python() -> list[str]:
     return [sys.executable, "-m", "evomp"]
 
 
+def _short_lines(run_dir: Path) -> list[str]:
+    p = run_dir / "evaluations.jsonl"
+    if not p.is_file():
+        return []
+    return [json.loads(ln)["genome_hash"] for ln in p.read_text().splitlines()
+            if ln.strip() and json.loads(ln)["fidelity"] == "short"]
+
+
 def test_resume_after_sigkill(tmp_path: Path) -> None:
     spec = _spec(tmp_path, budget=12)
     run_dir = tmp_path / "k"
@@ -124,15 +132,15 @@ def test_resume_after_sigkill(tmp_path: Path) -> None:
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     n_before = 0
     deadline = time.time() + 240
-    try:
+    try:  # kill in the middle of the initial design (6 evaluations), not between batches
         while time.time() < deadline:
-            time.sleep(0.3)
+            time.sleep(0.1)
             if (run_dir / "study.journal").is_file():
                 try:
                     n_before = len(_study(run_dir).trials)
                 except Exception:
                     n_before = 0
-                if n_before >= 4:
+                if n_before >= 2:
                     break
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
         os.kill(proc.pid, signal.SIGKILL)
@@ -140,14 +148,25 @@ def test_resume_after_sigkill(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert n_before >= 4, "the run did not record evaluations in time"
+    assert n_before >= 2, "the run did not record evaluations in time"
     before = {t.user_attrs["genome_hash"] for t in _study(run_dir).trials}
+    assert len(before) < 6, "killed too late to test a kill inside a batch"
+    finished = set(_short_lines(run_dir))  # every evaluation that completed before the kill
+    assert before <= finished and len(finished - before) <= 1  # at most the one in flight
     assert main(["run", str(spec), "--out", str(run_dir), "--quiet"]) == 0
     trials = _study(run_dir).trials
     hashes = [t.user_attrs["genome_hash"] for t in trials if t.user_attrs.get("fidelity") == "short"]
-    assert len(hashes) == 12 and len(set(hashes)) == 12  # nothing lost, nothing trained twice
+    assert len(hashes) == 12 and len(set(hashes)) == 12  # nothing lost, nothing recorded twice
     assert before <= set(hashes)
+    trained = _short_lines(run_dir)
+    assert len(trained) == len(set(trained)) == 12  # no completed evaluation trained again
     assert (run_dir / "front.csv").is_file()
+    # the final QATs are cached too: running the finished spec again trains nothing
+    n_lines = len((run_dir / "evaluations.jsonl").read_text().splitlines())
+    front = _rows(run_dir / "front.csv")
+    assert main(["run", str(spec), "--out", str(run_dir), "--quiet"]) == 0
+    assert len((run_dir / "evaluations.jsonl").read_text().splitlines()) == n_lines
+    assert _rows(run_dir / "front.csv") == front
 
 
 def test_dask_local_cluster_matches_sequential(tmp_path: Path) -> None:
