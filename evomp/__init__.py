@@ -5,8 +5,10 @@ from __future__ import annotations
 from evomp._bitconfig import BitConfig
 from evomp._errors import EvompError, SpecError
 from evomp._evaluate import EvalResult, Evaluator, genome_hash
+from evomp._export import ExportResult, export_run
 from evomp._objectives import Objectives
 from evomp._protocol import read_front
+from evomp._report import Report, write_report
 from evomp._runner import RunContext, make_context, open_run
 from evomp._search import Search, SearchOptions
 from evomp._space import SearchSpace
@@ -22,6 +24,7 @@ __all__ = [
     "EvalResult",
     "Evaluator",
     "EvompError",
+    "ExportResult",
     "Objectives",
     "RunContext",
     "RunSpec",
@@ -29,11 +32,13 @@ __all__ = [
     "SearchOptions",
     "QATConfig",
     "QuantModel",
+    "Report",
     "SearchSpace",
     "SpecError",
     "Task",
     "TrainConfig",
     "get_task",
+    "export_run",
     "genome_hash",
     "load_spec",
     "make_context",
@@ -41,4 +46,5 @@ __all__ = [
     "parse_spec",
     "pretrain",
     "read_front",
+    "write_report",
 ]

@@ -32,7 +32,14 @@ def run_profile(ctx: Any, method: str = "hutchinson", probes: int = 16, n_batche
 
     path = Path(ctx.out) / PROFILE_FILE
     model = ctx.model
-    data = [(x, y) for (x, y), _ in zip(batches(ctx.task.train, 256), range(n_batches))]
+    train = ctx.task.train
+    if isinstance(train, torch.utils.data.DataLoader) and \
+            not isinstance(train.dataset, torch.utils.data.IterableDataset):
+        # a user's loader may shuffle: read the same first samples every time, so the
+        # profile's data fingerprint is stable and a resumed run finds its profile
+        train = torch.utils.data.DataLoader(train.dataset, batch_size=256, shuffle=False,
+                                            collate_fn=train.collate_fn)
+    data = [(x, y) for (x, y), _ in zip(batches(train, 256), range(n_batches))]
     fp = surrogates.fingerprint(model, data)
     if path.is_file():
         return surrogates.SensitivityProfile.load(
