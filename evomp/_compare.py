@@ -12,7 +12,12 @@ Every run directory (written by :func:`evomp._protocol.finish_run`) holds ``fron
 * the best ``y`` with ``x`` under each given budget;
 * the smallest ``x`` reaching the first run's best ``y`` minus ``iso_tolerance`` (the
   metric at iso-accuracy), and its ratio to the first run's;
-* the CPU seconds the run spent (``run.json``).
+* the CPU seconds the run spent (``run.json``; a refinement of another run's front,
+  ``freebits --from DIR``, includes that run's CPU seconds, ``source_cpu_seconds``);
+* whether the run found a feasible configuration (``run.json``'s ``feasible``). A run
+  that did not shows the least infeasible configurations on its front: its hypervolume
+  counts 0 (the value ignoring constraints is kept as ``hypervolume_ignoring_constraints``),
+  its points do not widen the default reference point, and the table flags it.
 
 :func:`plot_fronts` overlays the fronts in one PNG.
 """
@@ -82,6 +87,32 @@ class RunFront:
     def cpu_seconds(self) -> float | None:
         v = self.meta.get("cpu_seconds")
         return None if v is None else float(v)
+
+    @property
+    def feasible(self) -> bool | None:
+        """``run.json``'s ``feasible`` (None when not recorded). A front.csv with a
+        ``violation`` column also marks an infeasible run."""
+        v = self.meta.get("feasible")
+        if v is not None:
+            return bool(v)
+        if self.rows and "violation" in self.rows[0]:
+            return False
+        return None
+
+    @property
+    def cpu_note(self) -> str | None:
+        """``"includes source"`` when ``cpu_seconds`` includes the CPU seconds of a run whose
+        front this run refined, ``"excludes source"`` when it refined one whose cost is not
+        included (unknown, or a run written before it was recorded), else None."""
+        if "source_cpu_seconds" in self.meta:
+            return ("includes source" if self.meta.get("cpu_seconds_includes_source")
+                    else "excludes source")
+        base = self.meta.get("baseline")
+        if self.meta.get("method") == "freebits" and isinstance(base, dict):
+            src = str(base.get("source", ""))
+            if src and not set(src.split("+")) <= {"uniform", "ilp"}:  # --from DIR
+                return "excludes source"
+        return None
 
 
 def _num(v: Any) -> float:
@@ -158,9 +189,11 @@ def default_ref_point(runs: Sequence[RunFront], x: str, y: str, margin: float = 
                       ) -> tuple[float, float]:
     """``(y_ref, x_ref)``: every run's worst ``y`` and ``x`` widened by ``margin`` of the range.
 
+    Runs that found no feasible configuration are left out (unless no run is feasible).
     ``y_ref`` is clipped at 0 and ``x_ref`` at 0 from below.
     """
-    pts = np.concatenate([r.points(x, y) for r in runs] or [np.zeros((0, 2))])
+    use = [r for r in runs if r.feasible is not False] or list(runs)
+    pts = np.concatenate([r.points(x, y) for r in use] or [np.zeros((0, 2))])
     if len(pts) == 0:
         raise EvompError("no run has a front point with both values; nothing to compare")
     xs, ys = pts[:, 0], pts[:, 1]
@@ -221,7 +254,7 @@ def compare_runs(dirs: Sequence[str | Path], x: str | None = None, y: str = "tes
     src = "given"
     if ref_point is None:
         ref_point = default_ref_point(runs, x, y)
-        src = "derived: worst y and x over all runs, widened by 10% of their range"
+        src = "derived: worst y and x over all feasible runs, widened by 10% of their range"
     y_ref, x_ref = float(ref_point[0]), float(ref_point[1])
     box = (1.0 - y_ref) * x_ref
     first = pts[runs[0].label]
@@ -232,20 +265,26 @@ def compare_runs(dirs: Sequence[str | Path], x: str | None = None, y: str = "tes
     for r in runs:
         p = pts[r.label]
         F = np.stack([1.0 - p[:, 1], p[:, 0]], axis=1) if len(p) else np.zeros((0, 2))
-        hv = hypervolume_2d(F, (1.0 - y_ref, x_ref))
+        hv_raw = hypervolume_2d(F, (1.0 - y_ref, x_ref))
+        feasible = r.feasible
+        hv = 0.0 if feasible is False else hv_raw  # infeasible points dominate nothing
         x_iso = _x_at(p, iso_target)
         row: dict[str, Any] = {
             "run": r.label,
             "path": str(r.path),
             "method": r.method,
+            "feasible": feasible,
             "hypervolume": hv,
             "hv_fraction": hv / box if box > 0 else float("nan"),
+            "hypervolume_ignoring_constraints": hv_raw,
             "front_points": int(len(r.rows)),
             "best_y": float(p[:, 1].max()) if len(p) else None,
             "best_y_under": {f"{b:g}": _best_under(p, b) for b in budgets},
             "x_at_iso": x_iso,
             "x_at_iso_ratio": (x_iso / iso_first if x_iso is not None and iso_first else None),
             "cpu_seconds": r.cpu_seconds,
+            "source_cpu_seconds": r.meta.get("source_cpu_seconds"),
+            "cpu_note": r.cpu_note,
             "n_true_evaluations": r.meta.get("n_true_evaluations"),
             "n_final_evaluations": r.meta.get("n_final_evaluations"),
         }
@@ -290,17 +329,22 @@ def _fmt(v: Any, spec: str = ".4g") -> str:
 def format_table(cmp: Comparison, markdown: bool = False) -> str:
     """The comparison as a text (or markdown) table, with the reference point stated."""
     yl = cmp.y.replace("_accuracy", "")
-    head = ["run", "method", "HV", "HV %", "points", f"best {yl}"]
+    head = ["run", "method", "feasible", "HV", "HV %", "points", f"best {yl}"]
     head += [f"{yl} @ {cmp.x}<={b:g}" for b in cmp.budgets]
     head += [f"{cmp.x} @ iso", "ratio", "CPU s"]
     body = []
     for r in cmp.rows:
-        line = [r["run"], r["method"], _fmt(r["hypervolume"]),
+        feas = {True: "yes", False: "NO", None: "?"}[r.get("feasible")]
+        cpu = _fmt(r["cpu_seconds"], ".0f")
+        if r.get("cpu_note") == "includes source" and cpu != "-":
+            cpu += "*"
+        elif r.get("cpu_note") == "excludes source" and cpu != "-":
+            cpu += "†"
+        line = [r["run"], r["method"], feas, _fmt(r["hypervolume"]),
                 _fmt(100 * r["hv_fraction"], ".2f"), str(r["front_points"]),
                 _fmt(r["best_y"], ".4f")]
         line += [_fmt(r["best_y_under"][f"{b:g}"], ".4f") for b in cmp.budgets]
-        line += [_fmt(r["x_at_iso"], ".5g"), _fmt(r["x_at_iso_ratio"], ".3f"),
-                 _fmt(r["cpu_seconds"], ".0f")]
+        line += [_fmt(r["x_at_iso"], ".5g"), _fmt(r["x_at_iso_ratio"], ".3f"), cpu]
         body.append(line)
     y_ref, x_ref = cmp.ref_point
     notes = [
@@ -308,6 +352,23 @@ def format_table(cmp: Comparison, markdown: bool = False) -> str:
         f"{cmp.y} = {y_ref:.4g}, {cmp.x} = {x_ref:.6g} ({cmp.ref_point_source}); "
         "HV % = share of the box from (accuracy 1, 0) to the reference point",
     ]
+    infeasible = [r["run"] for r in cmp.rows if r.get("feasible") is False]
+    if infeasible:
+        notes.append(
+            f"feasible = NO ({', '.join(infeasible)}): the run found no configuration meeting "
+            "its constraints and its front shows the least infeasible ones; their hypervolume "
+            "counts 0 (hypervolume_ignoring_constraints in --json) and their other figures "
+            "are not comparable")
+    if any(r.get("feasible") is None for r in cmp.rows):
+        notes.append("feasible = ?: run.json does not say whether the run found a feasible "
+                     "configuration")
+    if any(r.get("cpu_note") == "includes source" for r in cmp.rows):
+        notes.append("CPU s with * includes the CPU seconds of the run whose front was "
+                     "refined (freebits --from; source_cpu_seconds in run.json), so it is the "
+                     "whole cost of that front")
+    if any(r.get("cpu_note") == "excludes source" for r in cmp.rows):
+        notes.append("CPU s with † counts only a refinement: the refined run's CPU seconds "
+                     "are unknown (not recorded); add them before comparing at equal cost")
     if cmp.iso_target is not None:
         notes.append(
             f"iso-accuracy: smallest {cmp.x} with {cmp.y} >= {cmp.iso_target:.4f} (the first "
@@ -348,6 +409,8 @@ def plot_fronts(cmp: Comparison, path: str | Path, title: str | None = None) -> 
     for i, r in enumerate(cmp.rows):
         f = np.asarray(cmp.fronts[r["run"]], dtype=float).reshape(-1, 2)
         label = f"{r['run']}: {r['method']}, HV {100 * r['hv_fraction']:.1f}%"
+        if r.get("feasible") is False:
+            label += " (infeasible)"
         if len(f) == 0:
             ax.plot([], [], label=label + ", empty")
             continue
@@ -355,8 +418,12 @@ def plot_fronts(cmp: Comparison, path: str | Path, title: str | None = None) -> 
         stair = stair[np.maximum.accumulate(stair[:, 1]) == stair[:, 1]]
         stair = np.vstack([stair, [f[:, 0].max(), stair[-1, 1]]])  # flat to the last point
         line, = ax.step(stair[:, 0] * xs, stair[:, 1] * ys, where="post", lw=1.4, alpha=0.8)
+        infeasible = r.get("feasible") is False
+        if infeasible:
+            line.set_linestyle(":")
         ax.scatter(f[:, 0] * xs, f[:, 1] * ys, marker=markers[i % len(markers)], s=36,
-                   color=line.get_color(), label=label, zorder=3)
+                   color="none" if infeasible else line.get_color(),
+                   edgecolors=line.get_color(), label=label, zorder=3)
     for b in cmp.budgets:
         ax.axvline(b * xs, color="grey", ls=":", lw=1)
     y_ref, x_ref = cmp.ref_point

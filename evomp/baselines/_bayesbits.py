@@ -10,10 +10,19 @@ regularizer is the expected cost under the gates' probabilities of being on: bit
 default, or any per-layer hardware metric (e.g. ``latency_cycles`` of the ``pulp``
 model: the latency-table regularizer), relative to the all-8-bit network and weighted
 by ``mu`` (0.18 in the paper; swept here for the trade-off). A gate is kept on when
-``P(z = 0) < 0.34``. The second step of Free Bits, the hardware-aware heuristic that
-raises precision where that lowers the measured latency, is the ``freebits`` baseline:
-``evomp baseline SPEC --method freebits --from <this run>``, or in the same run with
-``refine = "pulp"`` (then both the searched and the refined configurations are exported).
+``P(z = 0) < 0.34``; those thresholded gates are also the eval-mode network, the one
+checked against the exported configuration.
+
+The second step of Free Bits, the hardware-aware heuristic that raises precision where
+that lowers the measured latency (:func:`evomp.baselines._freebits.refine_bits`), runs
+by default (``refine = "auto"``) against the run's latency model: the first model of
+the spec's ``[search] hardware`` list with a metric naming latency (``pulp``, or a
+``table`` model of measurements), preferring a latency that is an objective. Both the
+searched and the refined configurations are exported (rows ``info["refine"]["rows"]``
+are the refined ones, point ``k``'s refinement is row ``n_points + k``). ``refine =
+"<model>[:<metric>]"`` names the latency model; ``refine = "none"`` turns the step off
+(it is also skipped, and recorded so, when no latency model is configured). The same
+step is the ``freebits`` baseline: ``evomp baseline SPEC --method freebits --from DIR``.
 """
 
 from __future__ import annotations
@@ -38,11 +47,12 @@ from evomp.baselines._diff_common import (
     finish_points,
     layer_options,
     make_arch_optimizer,
-    make_optimizer,
+    make_weight_optimizer,
     max_cost,
     point_stats,
     sweep_values,
 )
+from evomp.baselines._freebits import refine_bits
 from evomp.baselines._registry import BaselineOptions, BaselineResult, check_params, register_method
 
 __all__ = ["DEFAULTS", "BayesBitsLayer", "HardConcrete", "gate_on"]
@@ -57,11 +67,13 @@ DEFAULTS: dict[str, Any] = {
     "zeta": 1.1,
     "init": 2.0,                    # initial gate logit (log alpha)
     "threshold": 0.34,              # a gate is on when P(z = 0) < threshold
-    "refine": "",                   # "<model>" or "<model>:<metric>": also export the Free
-                                    # Bits refinement of every point against that latency
-    "lr": 1e-3,                     # Adam, weights
-    "quant_lr": 1e-2,               # Adam, activation ranges
-    "arch_optimizer": "adam",
+    "refine": "auto",               # Free Bits step 2 on every point, also exported: "auto"
+                                    # (the run's latency model, if any), "<model>[:<metric>]",
+                                    # or "none"
+    "weight_optimizer": "adam",     # weights and ranges: adam, or "sgd" (momentum 0.9)
+    "lr": 1e-3,                     # weights
+    "quant_lr": 1e-2,               # activation ranges
+    "arch_optimizer": "adam",       # gate logits: adam, or "sgd" (momentum 0.9)
     "arch_lr": 0.05,                # gate logits
     "batch_size": 128,
     "calib_batches": 4,
@@ -96,9 +108,12 @@ class HardConcrete(nn.Module):
         s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + self.log_alpha) / self.beta)
         return (s * (self.zeta - self.gamma) + self.gamma).clamp(0.0, 1.0)
 
-    def forward(self, threshold: float) -> torch.Tensor:
-        """Samples in training, the thresholded deterministic gates in eval."""
-        if self.training:
+    def forward(self, threshold: float, deterministic: bool | None = None) -> torch.Tensor:
+        """Samples in training, the thresholded deterministic gates in eval (or when
+        ``deterministic`` is true)."""
+        if deterministic is None:
+            deterministic = not self.training
+        if not deterministic:
             return self.sample()
         return gate_on(self.p_zero(), threshold).to(self.log_alpha.dtype)
 
@@ -116,7 +131,8 @@ def _level_probs(q: torch.Tensor) -> torch.Tensor:
 class BayesBitsLayer(SearchLayer):
     """Gated residual quantization over 2/4/8 bits for the weights and the input.
 
-    A pinned part has one option and no gates.
+    A pinned part has one option and no gates. In eval and in discrete mode the gates
+    are the deterministic thresholded ones (the method's chosen network).
     """
 
     def __init__(self, module: nn.Module, w_opts: Sequence[int], a_opts: Sequence[int],
@@ -130,7 +146,7 @@ class BayesBitsLayer(SearchLayer):
     def _mix(self, q: list[torch.Tensor], gates: HardConcrete | None) -> torch.Tensor:
         if gates is None:
             return q[0]
-        z = gates(self.threshold)
+        z = gates(self.threshold, deterministic=self.discrete or not self.training)
         return q[0] + z[0] * (q[1] - q[0]) + z[0] * z[1] * (q[2] - q[1])
 
     def soft_weight(self) -> torch.Tensor:
@@ -200,8 +216,10 @@ def bayesbits(ctx: Any, objectives: Any, opts: BaselineOptions) -> BaselineResul
         tp = time.perf_counter()
         net = copy.deepcopy(base)
         torch.manual_seed(seed + 2)
-        w_opt = make_optimizer([{"params": net.weight_parameters(), "lr": p["lr"]},
-                                {"params": net.alpha_parameters(), "lr": p["quant_lr"]}])
+        w_opt = make_weight_optimizer(
+            [{"params": net.weight_parameters(), "lr": p["lr"]},
+             {"params": net.alpha_parameters(), "lr": p["quant_lr"]}],
+            p["weight_optimizer"], "bayesbits")
         a_opt = make_arch_optimizer(net.arch_parameters(), p["arch_optimizer"], p["arch_lr"],
                                     "bayesbits")
         g = torch.Generator().manual_seed(seed + 1)
@@ -228,21 +246,67 @@ def bayesbits(ctx: Any, objectives: Any, opts: BaselineOptions) -> BaselineResul
         w_rows.append(wb)
         a_rows.append(ab)
     genomes, info = finish_points(ctx, objectives, "bayesbits", points, w_rows, a_rows, t0,
-                                  {"regularizer": p["regularizer"], "params": p})
-    if p["refine"]:
-        genomes = np.concatenate([genomes, _refine(ctx, genomes, p["refine"])])
-        info["refined_rows"] = list(range(len(points), len(genomes)))
-    return BaselineResult(genomes=genomes, info=info)
-
-
-def _refine(ctx: Any, genomes: np.ndarray, target: str) -> np.ndarray:
-    """Free Bits step 2 against the latency model ``target`` (``model[:metric]``)."""
-    import hwmodels
-    from evomp.baselines._freebits import refine
-
-    name, _, metric = target.partition(":")
+                                  {"regularizer": p["regularizer"], "mus": mus},
+                                  params=p, overrides=list(opts.params))
+    target = _refine_target(ctx, objectives, p["refine"])
+    if target is None:
+        info["refine"] = {"setting": p["refine"], "applied": False,
+                          "reason": "turned off" if p["refine"] in ("", "none") else
+                          "no latency model in the run's hardware list"}
+        info["refined_rows"] = []
+        return BaselineResult(genomes=genomes, info=info)
+    model, metric = target
+    t = ctx.space.table
+    w, a = t.decode(genomes)
     try:
-        model = hwmodels.get(name, table=ctx.space.table, **dict(ctx.spec.hw.get(name, {})))
-        return refine(ctx.space.table, genomes, model, metric or None)
+        w2, a2, before, after = refine_bits(t, w, a, model, metric)
     except (KeyError, ValueError) as e:
-        raise EvompError(f"[baselines.bayesbits] refine = {target!r}: {e}") from e
+        raise EvompError(f"[baselines.bayesbits] refine = {p['refine']!r}: {e}") from e
+    refined = t.encode(w2, a2)
+    n = len(genomes)
+    rows = list(range(n, 2 * n))
+    changed = np.any(refined != genomes, axis=1)
+    for k, pt in enumerate(points):
+        pt["refined_row"] = n + k
+        pt["refine_changed"] = bool(changed[k])
+        pt["latency_searched"] = float(before[k])
+        pt["latency_refined"] = float(after[k])
+    info["refine"] = {"setting": p["refine"], "applied": True, "model": model.name,
+                      "metric": metric, "searched_rows": list(range(n)), "rows": rows,
+                      "n_changed": int(changed.sum())}
+    info["refined_rows"] = rows
+    return BaselineResult(genomes=np.concatenate([genomes, refined]), info=info)
+
+
+def _refine_target(ctx: Any, objectives: Any, setting: str) -> tuple[Any, str] | None:
+    """``(latency model, metric)`` the Free Bits refinement runs against, or ``None``.
+
+    ``"auto"``: among the run's hardware models (``objectives.models``, built from the
+    spec's hardware list), the one giving the first latency objective, else the first
+    with a metric naming latency; ``None`` if there is none. ``"none"`` or ``""``: off.
+    ``"<model>[:<metric>]"``: that model (the run's instance, or one built from
+    ``[hw.<model>]``) and metric (default: its first).
+    """
+    import hwmodels
+    from evomp.baselines._freebits import latency_metric
+
+    if setting in ("", "none"):
+        return None
+    models = dict(getattr(objectives, "models", {}))
+    if setting == "auto":
+        wanted = [m for m in getattr(objectives, "hw_metrics", []) if "latency" in m]
+        wanted += [m for mod in models.values() for m in mod.metrics if "latency" in m]
+        for metric in wanted:
+            for mod in models.values():
+                if metric in mod.metrics:
+                    return mod, metric
+        return None
+    name, _, metric = setting.partition(":")
+    model = models.get(name)
+    try:
+        if model is None:
+            model = hwmodels.get(name, table=ctx.space.table, **dict(ctx.spec.hw.get(name, {})))
+    except (KeyError, ValueError, TypeError) as e:
+        raise EvompError(f"[baselines.bayesbits] refine = {setting!r}: {e}; give 'auto', "
+                         "'none' or a hardware model listed by 'evomp hw list'") from e
+    return model, latency_metric(model, metric or None)

@@ -8,10 +8,15 @@ base class owns what all of them share:
 * the quantizers of every candidate bit-width, built from :mod:`evomp.quant`
   (per-channel MSE-optimal weight scales refreshed from the current weights, per-tensor
   activation ranges calibrated per bit-width and learned PACT/LSQ-style);
-* the *hard* mode: one bit configuration (per-channel weight bits, per-layer activation
-  bits) applied exactly as :class:`evomp.quant.QuantLayer` applies it, so that
-  :func:`check_argmax` can verify numerically that the configuration a method exports
-  is the one its searched network computes;
+* the *discrete* mode (``discrete = True``): the method's own forward with its
+  architecture parameters discretised *by the method itself* (DNAS and EdMIPS: the
+  mixture with one-hot(argmax) mixing weights; Bayesian Bits: the thresholded
+  deterministic gates; learned precision: its learned bit-widths rounded to the
+  choices). :func:`check_argmax` runs this network against a
+  :class:`evomp.quant.QuantModel` given only the *exported* bits, so an export that is
+  not the network the method chose fails the check;
+* the *hard* mode: one given bit configuration applied as
+  :class:`evomp.quant.QuantLayer` applies it (used for the highest-precision warm-up);
 * expected-cost look-up tables over (activation bits, weight bits) per layer.
 """
 
@@ -39,21 +44,26 @@ from evomp.quant import (
     quantize_act,
     quantize_weight,
 )
-from evomp.tasks import Task, batches
+from evomp.tasks import Task, TensorData, batches
 
 __all__ = [
     "SearchLayer",
     "Supernet",
     "build_supernet",
     "check_argmax",
+    "CHECK_TOLERANCE",
     "cost_lut",
     "expected_cost",
     "sweep_values",
     "epoch_batches",
     "make_optimizer",
+    "make_weight_optimizer",
+    "n_batches",
     "predecessors",
     "finish_points",
+    "point_stats",
     "freeze_bn",
+    "one_hot",
 ]
 
 
@@ -71,6 +81,10 @@ class SearchLayer(nn.Module):
         w_scale_tab: ``(len(w_opts), out)`` buffer, MSE-optimal per-channel scale at each
             weight choice for the current weights (see :meth:`refresh_scales`).
         a_alpha: ``(len(a_opts),)`` learnable clipping range per activation choice.
+        discrete: when set, :meth:`soft_weight` and :meth:`soft_input` compute the
+            method's own discrete network (its architecture parameters discretised the
+            way the method exports them) instead of the training-time relaxation.
+        hard: a given configuration applied as ``QuantLayer`` does (see :meth:`set_hard`).
     """
 
     def __init__(
@@ -90,6 +104,7 @@ class SearchLayer(nn.Module):
         self.register_buffer("w_scale_tab", torch.ones(len(self.w_opts), out))
         self.a_alpha = nn.Parameter(torch.tensor([float(a) for a in alphas]))
         self.hard: tuple[torch.Tensor, int] | None = None
+        self.discrete = False
         self.refresh_scales()
 
     # ------------------------------------------------------------- quantizers
@@ -106,13 +121,16 @@ class SearchLayer(nn.Module):
             self.w_scale_tab[i] = init_weight_scale(w, bits)
 
     def q_weight(self, i: int) -> torch.Tensor:
-        """Weights quantized at choice ``i`` (every channel); zeros for 0 bits."""
+        """Weights quantized at choice ``i`` (every channel); zeros for 0 bits.
+
+        The step is ``|s| + 1e-12`` of the MSE-optimal scale, as in ``QuantLayer``.
+        """
         w = self.module.weight
         b = self.w_opts[i]
         if b == 0:
             return torch.zeros_like(w)
         bits = torch.full((self.out_channels,), b, dtype=torch.long, device=w.device)
-        return quantize_weight(w, bits, self.w_scale_tab[i])
+        return quantize_weight(w, bits, self.w_scale_tab[i].abs() + 1e-12)
 
     def q_input(self, x: torch.Tensor, j: int) -> torch.Tensor:
         """Input quantized at activation choice ``j`` with its learned range."""
@@ -130,11 +148,12 @@ class SearchLayer(nn.Module):
 
     # ---------------------------------------------------------------- methods
     def soft_weight(self) -> torch.Tensor:
-        """The method's training-time weights (a mixture, gated sum, learned quantizer)."""
+        """The method's weights: the training-time relaxation (a mixture, gated sum,
+        learned quantizer), or its discrete network when :attr:`discrete` is set."""
         raise NotImplementedError
 
     def soft_input(self, x: torch.Tensor) -> torch.Tensor:
-        """The method's training-time input quantization."""
+        """The method's input quantization (relaxed, or discrete when :attr:`discrete`)."""
         raise NotImplementedError
 
     def w_counts(self) -> torch.Tensor:
@@ -146,7 +165,11 @@ class SearchLayer(nn.Module):
         raise NotImplementedError
 
     def chosen(self) -> tuple[np.ndarray, int]:
-        """The method's discrete choice: ``(w_bits (out,), a_bits)``."""
+        """The method's discrete choice, as exported: ``(w_bits (out,), a_bits)``.
+
+        It must describe the network the discrete forward computes; a layer never
+        exports every channel pruned (the channel most likely kept stays).
+        """
         raise NotImplementedError
 
     def arch_parameters(self) -> list[nn.Parameter]:
@@ -206,6 +229,11 @@ class Supernet(nn.Module):
     def arch_parameters(self) -> list[nn.Parameter]:
         return [p for s in self.slayers for p in s.arch_parameters()]
 
+    def set_discrete(self, on: bool) -> None:
+        """Run every layer's own discrete network (``True``) or its relaxation."""
+        for s in self.slayers:
+            s.discrete = bool(on)
+
     def alpha_parameters(self) -> list[nn.Parameter]:
         return [s.a_alpha for s in self.slayers]
 
@@ -238,6 +266,11 @@ class Supernet(nn.Module):
             elif k.startswith(owner + ".module."):
                 out[owner + "." + k[len(owner) + len(".module."):]] = v
         return out
+
+
+def one_hot(idx: torch.Tensor, n: int) -> torch.Tensor:
+    """``(n, *idx.shape)`` float one-hot of the indices ``idx`` along a new first axis."""
+    return F.one_hot(idx, n).movedim(-1, 0).to(torch.float32)
 
 
 def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
@@ -481,13 +514,37 @@ def epoch_batches(task: Task, batch_size: int, gen: torch.Generator, device: Any
 
 
 def n_batches(task: Task, batch_size: int) -> int:
-    n = len(task.train) if hasattr(task.train, "__len__") else 0
-    return max(1, math.ceil(n / batch_size))
+    """Number of batches one pass of :func:`epoch_batches` yields.
+
+    In-memory data is cut into ``ceil(N / batch_size)`` batches; a user ``DataLoader``
+    yields its own batches (``batch_size`` is ignored), ``len(loader)`` of them, or, for
+    a loader without a length (an iterable dataset), as many as one pass counts.
+    """
+    data = task.train
+    if isinstance(data, TensorData):
+        return max(1, math.ceil(len(data) / batch_size))
+    try:
+        return max(1, len(data))
+    except TypeError:
+        return max(1, sum(1 for _ in data))
 
 
 def make_optimizer(groups: list[dict]) -> torch.optim.Optimizer:
     """Adam over non-empty parameter groups."""
     return make_adam([g for g in groups if g["params"]])
+
+
+def make_weight_optimizer(groups: list[dict], kind: str, method: str) -> torch.optim.Optimizer:
+    """Optimizer of the weights (and activation ranges): ``"adam"`` or ``"sgd"``
+    (momentum 0.9, the papers' choice), over the non-empty parameter groups."""
+    groups = [g for g in groups if g["params"]]
+    if kind == "adam":
+        return make_adam(groups)
+    if kind == "sgd":
+        return torch.optim.SGD(groups, lr=groups[0]["lr"] if groups else 0.0, momentum=0.9)
+    raise EvompError(
+        f"[baselines.{method}] weight_optimizer must be 'adam' or 'sgd', got {kind!r}"
+    )
 
 
 def make_arch_optimizer(params: list[nn.Parameter], kind: str, lr: float, method: str
@@ -532,44 +589,73 @@ def reestimate_bn(net: nn.Module, task: Task, batch_size: int, device: Any, n: i
         m.momentum = mom
 
 
+#: Largest relative output difference :func:`point_stats` accepts between the method's
+#: discrete network and the ``QuantModel`` of its exported bits (any layer's output or
+#: the network's). Both run the same quantizers on the same weights, so they agree to
+#: float rounding (~1e-6); one channel or one layer at other bits moves a layer's
+#: outputs by far more (1e-2 and up).
+CHECK_TOLERANCE = 1e-4
+
+
 @torch.no_grad()
 def check_argmax(ctx: Any, net: Supernet, w_bits: np.ndarray, a_bits: np.ndarray,
                  n: int = 256) -> float:
-    """Max relative output difference between the hard mode and ``QuantModel`` + ``set_bits``.
+    """Max relative difference between the method's discrete network and the
+    ``QuantModel`` of the exported bits, over every quantized layer's output and the
+    network's output.
 
-    The searched network's current weights, BatchNorm statistics and learned activation
-    ranges are loaded into a fresh :class:`~evomp.quant.QuantModel`, the exported
-    configuration is written with ``set_bits`` (as the evaluator does), and both networks
-    are run in eval mode on validation inputs.
+    The supernet runs in *discrete* mode: every layer's own forward with its
+    architecture parameters discretised by the method (see :class:`SearchLayer`), so
+    its bits come from the method's logits, gates or learned ranges and never from
+    ``w_bits``/``a_bits``. A fresh :class:`~evomp.quant.QuantModel` gets the searched
+    network's current weights, BatchNorm statistics and learned activation ranges, and
+    only the exported configuration, written with ``set_bits`` as the evaluator does.
+    Both run in eval mode on validation inputs; an export that is not the network the
+    method chose (a channel or a layer at other bits) gives a large difference. Every
+    layer's output is compared, not only the network's, so that bits of a channel whose
+    contribution dies downstream (e.g. behind a ReLU) are checked too.
 
     Args:
         ctx: run context.
-        net: the supernet (left in hard mode with this configuration).
+        net: the supernet (its scales refreshed; left in its relaxed mode).
         w_bits: ``(n_channels,)`` exported weight bits.
         a_bits: ``(n_layers,)`` exported activation bits.
         n: number of validation samples compared.
 
     Returns:
-        ``max |y_hard - y_quant| / max(1, max |y_quant|)``.
+        ``max`` over the layers' outputs and the network's output of
+        ``max |y_method - y_quant| / max(1, max |y_quant|)``.
     """
     t = ctx.space.table
     plain = copy.deepcopy(ctx.model).to(ctx.device)
     plain.load_state_dict(net.float_state_dict())
     qm = QuantModel(plain, net.names).to(ctx.device)
     x, _ = next(iter(batches(ctx.task.val, n, device=ctx.device)))
-    qm.calibrate([x])  # sign of every input; the ranges are replaced below
-    for q, s in zip(qm.qlayers, net.slayers, strict=False):
-        for b in s.a_opts:
+    x = x[:n]
+    for q, s in zip(qm.qlayers, net.slayers, strict=True):  # what calibration would set
+        q._signed = s.signed
+        q.a_signed.fill_(s.signed)
+        for b in s.a_opts:  # the learned range of each choice
             q.a_table[b] = s.hard_alpha(b).detach()
     qm.set_bits(w_bits, a_bits, t.layer_start)
-    net.set_hard(w_bits, a_bits, t.layer_start)
     qm.eval()
+    outs: dict[int, list[torch.Tensor]] = {0: [], 1: []}
+    hooks = [m.register_forward_hook(lambda mod, a, y, k=k: outs[k].append(y))
+             for k, layers in ((0, net.slayers), (1, qm.qlayers)) for m in layers]
     was = net.training
+    net.set_hard(None, None)
+    net.set_discrete(True)
     net.eval()
-    y_q = qm(x)
-    y_h = net(x)
-    net.train(was)
-    return float((y_h - y_q).abs().max() / max(1.0, float(y_q.abs().max())))
+    try:
+        y_h = net(x)
+        y_q = qm(x)
+    finally:
+        net.set_discrete(False)
+        net.train(was)
+        for h in hooks:
+            h.remove()
+    pairs = list(zip(outs[0], outs[1], strict=True)) + [(y_h, y_q)]
+    return max(float((a - b).abs().max() / max(1.0, float(b.abs().max()))) for a, b in pairs)
 
 
 def finish_points(
@@ -581,63 +667,101 @@ def finish_points(
     a_rows: list[np.ndarray],
     t0: float,
     extra: dict[str, Any] | None = None,
+    *,
+    params: dict[str, Any],
+    overrides: Sequence[str] = (),
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Encode the chosen configurations and gather the method's ``info``.
+
+    Every genome goes through :func:`evomp.engines._operators.repair_all_pruned` (no
+    searched layer exported with every channel pruned, as the search guarantees); the
+    layers already keep their most likely channel, so a row it changes is recorded
+    (``repaired_rows``) as no longer the checked network.
 
     Args:
         points: one dict per sweep point (cost weight, statistics), extended here with
             the hardware metrics of its configuration.
         w_rows / a_rows: ``(n_channels,)`` and ``(n_layers,)`` bits per point.
         t0: ``time.perf_counter()`` at the start of the method.
+        extra: more ``info`` fields.
+        params: the full hyper-parameters used (defaults merged with the spec's table).
+        overrides: the keys the spec's ``[baselines.<method>]`` table set.
 
     Returns:
         ``(genomes (n, n_genes) int8, info)``.
     """
+    from evomp.engines._operators import repair_all_pruned
+
+    t = ctx.space.table
     try:
-        genomes = ctx.space.table.encode(np.stack(w_rows), np.stack(a_rows))
+        genomes = t.encode(np.stack(w_rows), np.stack(a_rows))
     except ValueError as e:  # a bug: every layer chooses among the space's choices
         raise RuntimeError(f"{method}: chosen configuration is not in the space: {e}") from e
+    fixed = repair_all_pruned(t, genomes.astype(np.int64)).astype(np.int8)
+    repaired = np.nonzero(np.any(fixed != genomes, axis=1))[0]
+    genomes = fixed
+    for k in repaired:
+        points[int(k)]["repaired_all_pruned"] = True
     costs = objectives.costs(genomes)
     for k, p in enumerate(points):
         p.update({m: float(v[k]) for m, v in costs.items()})
     distinct = len({g.tobytes() for g in genomes})
     info = {
         "method": method,
+        "params": _jsonable(params),
+        "param_overrides": sorted(overrides),
         "points": points,
         "distinct_configurations": distinct,
+        "repaired_rows": [int(k) for k in repaired],
         "search_seconds": time.perf_counter() - t0,
         **(extra or {}),
     }
     return genomes, info
 
 
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    return v
+
+
 def point_stats(ctx: Any, net: Supernet, w_bits: np.ndarray, a_bits: np.ndarray,
-                batch_size: int, tol: float = 1e-4) -> dict[str, Any]:
-    """Check the exported configuration and score it (info only; the reported accuracy
-    is the one after the common final QAT).
+                batch_size: int, tol: float = CHECK_TOLERANCE) -> dict[str, Any]:
+    """Check the exported configuration and score the method's discrete network (info
+    only; the reported accuracy is the one after the common final QAT).
+
+    The accuracies are those of the method's own eval network, in which the relaxation
+    is replaced by the hard choice (argmax, thresholded gates, rounded bits):
+    ``argmax_val_accuracy`` with the search's BatchNorm statistics and
+    ``argmax_val_accuracy_bn_reestimated`` after re-estimating them for that network.
 
     Raises:
-        RuntimeError: the hard mode and the ``QuantModel`` of the configuration differ.
+        RuntimeError: the method's discrete network and the ``QuantModel`` of the
+            exported configuration differ by more than ``tol``.
     """
-    t = ctx.space.table
     net.refresh_scales()
-    soft_val, _ = evaluate_model(net, ctx.task, ctx.task.val, ctx.device)
     diff = check_argmax(ctx, net, w_bits, a_bits)
     if not diff <= tol:
         raise RuntimeError(
             f"exported configuration does not reproduce the searched network "
             f"(relative output difference {diff:.3g} > {tol:g})"
         )
-    net.set_hard(w_bits, a_bits, t.layer_start)
-    reestimate_bn(net, ctx.task, batch_size, ctx.device)
-    hard_val, _ = evaluate_model(net, ctx.task, ctx.task.val, ctx.device)
-    net.set_hard(None, None)
+    net.set_discrete(True)
+    try:
+        argmax_val, _ = evaluate_model(net, ctx.task, ctx.task.val, ctx.device)
+        reestimate_bn(net, ctx.task, batch_size, ctx.device)
+        bn_val, _ = evaluate_model(net, ctx.task, ctx.task.val, ctx.device)
+    finally:
+        net.set_discrete(False)
     w = np.asarray(w_bits)
     kept = w > 0
     return {
-        "soft_val_accuracy": soft_val,
-        "argmax_val_accuracy_before_qat": hard_val,
+        "argmax_val_accuracy": argmax_val,
+        "argmax_val_accuracy_bn_reestimated": bn_val,
         "check_max_rel_diff": diff,
+        "check_tolerance": tol,
         "pruned_fraction": float(1.0 - kept.mean()),
         "mean_w_bits_kept": float(w[kept].mean()) if kept.any() else 0.0,
         "w_bits_histogram": {int(b): int((w == b).sum()) for b in np.unique(w)},

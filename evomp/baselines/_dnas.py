@@ -8,9 +8,15 @@ choices. Mixing weights are ``softmax(logits / T)``; the effective weight of cha
 the highest precision) and ``T`` starts at 5, multiplied by ``exp(-0.045)`` each epoch.
 The cost is the expected model size (``fan_in x bits`` per channel) or the expected
 MPIC energy; a pruned channel also shrinks the input the next layer reads. Each epoch
-80% of the batches train the weights, 20% the logits (the paper's code). The exported
-configuration is the per-channel argmax; the accuracy reported is that configuration
-after the common final QAT (``finish_run``), never the mixture's.
+80% of the batches train the weights, 20% the logits (the paper's code; the weights
+with Adam, ``weight_optimizer = "sgd"`` for SGD with momentum 0.9). In eval the mixture
+is replaced by the hard argmax (one-hot mixing weights through the same code path):
+that network is the one checked against the exported configuration
+(:func:`~evomp.baselines._diff_common.check_argmax`). The exported configuration is the
+per-channel argmax, keeping in a layer whose argmax prunes every channel the channel
+least likely pruned; the accuracy reported is that configuration after the common final
+QAT (``finish_run``), never the mixture's. ``info["temperatures"]`` records the
+temperature each epoch ran at.
 
 Deviations for a budget of minutes instead of hundreds of epochs: the logits train
 with Adam by default (``arch_optimizer = "sgd"`` gives the paper's SGD), since per-channel
@@ -47,9 +53,10 @@ from evomp.baselines._diff_common import (
     freeze_bn,
     layer_options,
     make_arch_optimizer,
-    make_optimizer,
+    make_weight_optimizer,
     max_cost,
     n_batches,
+    one_hot,
     point_stats,
     predecessors,
     sweep_values,
@@ -69,8 +76,9 @@ DEFAULTS: dict[str, Any] = {
     "t_decay": 0.045,          # T <- T * exp(-t_decay) per epoch
     "arch_fraction": 0.2,      # share of each epoch's batches that trains the logits
     "freeze_bn": True,         # BatchNorm statistics fixed during the search (see docs)
-    "lr": 1e-3,                # Adam, weights
-    "quant_lr": 1e-2,          # Adam, activation ranges
+    "weight_optimizer": "adam",  # weights and ranges: adam (paper's code), or "sgd" (m. 0.9)
+    "lr": 1e-3,                # weights
+    "quant_lr": 1e-2,          # activation ranges
     "arch_optimizer": "adam",  # logits: adam, or "sgd" (momentum 0.9) as in the paper's code
     "arch_lr": 0.05,           # logits
     "batch_size": 128,
@@ -113,18 +121,59 @@ class DnasLayer(SearchLayer):
         so that it starts at ``W`` (called once, after the warm-up)."""
         if 0 not in self.w_opts:
             return
-        keep = 1.0 - self.theta_w()[self.w_opts.index(0)]
+        keep = 1.0 - self._soft_theta_w()[self.w_opts.index(0)]
         w = self.module.weight
         w.mul_((1.0 / keep).reshape((-1,) + (1,) * (w.dim() - 1)))
         self.refresh_scales()
 
-    def theta_w(self) -> torch.Tensor:
-        """``(len(w_opts), out)`` mixing weights of every channel."""
+    def _soft_theta_w(self) -> torch.Tensor:
         th = torch.softmax(self.w_logits / self.tau, dim=0)
         return th.expand(len(self.w_opts), self.out_channels)
 
-    def theta_a(self) -> torch.Tensor:
+    def _soft_theta_a(self) -> torch.Tensor:
         return torch.softmax(self.a_logits / self.tau, dim=0)
+
+    def _hard(self) -> bool:
+        """In eval (and in discrete mode) the mixture is replaced by the hard argmax."""
+        return self.discrete or not self.training
+
+    @torch.no_grad()
+    def w_index(self) -> torch.Tensor:
+        """``(out,)`` index of each channel's argmax weight choice.
+
+        A layer never prunes every channel: when the argmax would, the channel least
+        likely pruned (smallest ``theta_0``) keeps its most likely non-zero choice.
+        """
+        n = len(self.w_opts)
+        lg = self.w_logits.detach().expand(n, self.out_channels)
+        idx = lg.argmax(dim=0)
+        if 0 in self.w_opts and n > 1:
+            z = self.w_opts.index(0)
+            if bool((idx == z).all()):
+                c = int(self._soft_theta_w()[z].argmin())
+                col = lg[:, c].clone()
+                col[z] = -math.inf
+                idx = idx.clone()
+                idx[c] = col.argmax()
+        return idx
+
+    def a_index(self) -> int:
+        """Index of the argmax activation choice."""
+        return int(self.a_logits.detach().argmax())
+
+    def theta_w(self) -> torch.Tensor:
+        """``(len(w_opts), out)`` mixing weights of every channel: ``softmax(logits / T)``,
+        or one-hot(argmax) in eval and discrete mode."""
+        if self._hard():
+            return one_hot(self.w_index(), len(self.w_opts)).to(self.w_logits.device)
+        return self._soft_theta_w()
+
+    def theta_a(self) -> torch.Tensor:
+        """``(len(a_opts),)`` mixing weights of the input choices (one-hot when hard)."""
+        if self._hard():
+            idx = torch.tensor(self.a_index(), device=self.a_logits.device)
+            return one_hot(idx, len(self.a_opts))
+        return self._soft_theta_a()
 
     def soft_weight(self) -> torch.Tensor:
         th = self.theta_w()
@@ -141,14 +190,14 @@ class DnasLayer(SearchLayer):
         return sum(th[j] * self.q_input(x, j) for j in range(len(self.a_opts)))
 
     def w_counts(self) -> torch.Tensor:
-        return self.theta_w().sum(dim=1)
+        return self._soft_theta_w().sum(dim=1)
 
     def a_probs(self) -> torch.Tensor:
-        return self.theta_a()
+        return self._soft_theta_a()
 
     def chosen(self) -> tuple[np.ndarray, int]:
-        idx = self.theta_w().argmax(dim=0).cpu().numpy()
-        return np.asarray(self.w_opts)[idx], self.a_opts[int(self.a_logits.argmax())]
+        idx = self.w_index().cpu().numpy()
+        return np.asarray(self.w_opts)[idx], self.a_opts[self.a_index()]
 
     def arch_parameters(self) -> list[nn.Parameter]:
         return [self.w_logits, self.a_logits]
@@ -172,7 +221,11 @@ def _cost_kind(cost: str, objectives: Any) -> str:
 
 def run_dnas(ctx: Any, objectives: Any, opts: BaselineOptions, channelwise: bool
              ) -> BaselineResult:
-    """Sweep the cost weight; one search (from a shared warm-up) and one argmax per value."""
+    """Sweep the cost weight; one search (from a shared warm-up) and one argmax per value.
+
+    ``info`` records the temperature each search epoch ran at (``temperatures``) and
+    each point the number of weight and logit steps it took.
+    """
     method = "dnas-channel" if channelwise else "dnas-layer"
     p = check_params(method, opts.params, DEFAULTS)
     lams = sweep_values(p["cost_weights"], opts.points, f"[baselines.{method}] cost_weights")
@@ -186,6 +239,12 @@ def run_dnas(ctx: Any, objectives: Any, opts: BaselineOptions, channelwise: bool
     def make(i: int, m: nn.Module, w: tuple, a: tuple, signed: bool, alphas: list) -> DnasLayer:
         return DnasLayer(m, w, a, signed, alphas, channelwise, p["t0"])
 
+    def weight_opt(net: Supernet) -> torch.optim.Optimizer:
+        return make_weight_optimizer(
+            [{"params": net.weight_parameters(), "lr": p["lr"]},
+             {"params": net.alpha_parameters(), "lr": p["quant_lr"]}],
+            p["weight_optimizer"], method)
+
     base = build_supernet(ctx, make, options, p["calib_batches"])
     kind = _cost_kind(p["cost"], objectives)
     luts = cost_lut(ctx, kind, options)
@@ -193,7 +252,13 @@ def run_dnas(ctx: Any, objectives: Any, opts: BaselineOptions, channelwise: bool
     norm = max_cost(base, luts)
     bs = p["batch_size"]
     nb = n_batches(ctx.task, bs)
-    n_arch = max(1, int(round(p["arch_fraction"] * nb)))
+    if nb < 2:
+        raise EvompError(
+            f"{method} splits each epoch's batches between weights and logits but the "
+            f"training data gives {nb} batch; lower [baselines.{method}] batch_size (or the "
+            "DataLoader's batch size)"
+        )
+    n_arch = min(nb - 1, max(1, int(round(p["arch_fraction"] * nb))))
     gen = torch.Generator().manual_seed(seed)
     loss_fn = ctx.task.loss_fn
     dev = ctx.device
@@ -202,8 +267,7 @@ def run_dnas(ctx: Any, objectives: Any, opts: BaselineOptions, channelwise: bool
     if p["warmup_epochs"] > 0:
         wb, ab = _highest(base)
         base.set_hard(wb, ab, ctx.space.table.layer_start)
-        opt = make_optimizer([{"params": base.weight_parameters(), "lr": p["lr"]},
-                              {"params": base.alpha_parameters(), "lr": p["quant_lr"]}])
+        opt = weight_opt(base)
         base.train()
         for _ in range(p["warmup_epochs"]):
             for x, y in epoch_batches(ctx.task, bs, gen, dev):
@@ -216,11 +280,11 @@ def run_dnas(ctx: Any, objectives: Any, opts: BaselineOptions, channelwise: bool
         s.rescale_for_pruning()  # type: ignore[attr-defined]
 
     points, w_rows, a_rows = [], [], []
+    temps: list[float] = []
     for lam in lams:
         tp = time.perf_counter()
         net = copy.deepcopy(base)
-        w_opt = make_optimizer([{"params": net.weight_parameters(), "lr": p["lr"]},
-                                {"params": net.alpha_parameters(), "lr": p["quant_lr"]}])
+        w_opt = weight_opt(net)
         a_opt = make_arch_optimizer(net.arch_parameters(), p["arch_optimizer"], p["arch_lr"],
                                     method)
         g = torch.Generator().manual_seed(seed + 1)
@@ -228,6 +292,9 @@ def run_dnas(ctx: Any, objectives: Any, opts: BaselineOptions, channelwise: bool
         if p["freeze_bn"]:
             freeze_bn(net)
         cost_val = float("nan")
+        temps = []
+        steps = {"weight": 0, "arch": 0}
+        w_start = [s.module.weight.detach().clone() for s in net.slayers]
         for ep in range(p["epochs"]):
             _set_tau(net, temperature(ep, p["t0"], p["t_decay"]))
             net.refresh_scales()
@@ -240,22 +307,45 @@ def run_dnas(ctx: Any, objectives: Any, opts: BaselineOptions, channelwise: bool
                     w_opt.zero_grad(set_to_none=True)
                     loss.backward()
                     a_opt.step()
+                    steps["arch"] += 1
                     cost_val = float(cost.detach())
                 else:
                     w_opt.zero_grad(set_to_none=True)
                     a_opt.zero_grad(set_to_none=True)
                     task_loss.backward()
                     w_opt.step()
+                    steps["weight"] += 1
+            temps.append(_tau(net))  # the temperature this epoch's forwards ran at
+        moved = _rel_change(w_start, [s.module.weight.detach() for s in net.slayers])
         wb, ab = net.chosen()
         stats = point_stats(ctx, net, wb, ab, bs)
         points.append({"cost_weight": lam, "soft_relative_cost": cost_val,
-                       "final_temperature": temperature(p["epochs"] - 1, p["t0"], p["t_decay"]),
+                       "temperatures": temps,
+                       "final_temperature": temps[-1] if temps else p["t0"],
+                       "weight_steps": steps["weight"], "arch_steps": steps["arch"],
+                       "weight_rel_change": moved,
+                       "batches_per_epoch": nb, "arch_batches_per_epoch": n_arch,
                        "seconds": time.perf_counter() - tp, **stats})
         w_rows.append(wb)
         a_rows.append(ab)
     genomes, info = finish_points(ctx, objectives, method, points, w_rows, a_rows, t0,
-                                  {"cost": kind, "params": p})
+                                  {"cost": kind, "cost_weights": lams, "temperatures": temps},
+                                  params=p, overrides=list(opts.params))
     return BaselineResult(genomes=genomes, info=info)
+
+
+def _rel_change(before: Sequence[torch.Tensor], after: Sequence[torch.Tensor]) -> float:
+    """``||after - before|| / ||before||`` over all the tensors."""
+    num = sum(float(((a - b) ** 2).sum()) for a, b in zip(after, before, strict=True))
+    den = sum(float((b ** 2).sum()) for b in before)
+    return math.sqrt(num / max(den, 1e-30))
+
+
+def _tau(net: Supernet) -> float:
+    taus = {float(s.tau) for s in net.slayers}  # type: ignore[attr-defined]
+    if len(taus) != 1:  # a bug: _set_tau sets every layer
+        raise RuntimeError(f"layers run at different temperatures: {sorted(taus)}")
+    return taus.pop()
 
 
 def _highest(net: Supernet) -> tuple[np.ndarray, np.ndarray]:

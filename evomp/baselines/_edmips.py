@@ -35,7 +35,8 @@ from evomp.baselines._diff_common import (
     finish_points,
     layer_options,
     make_arch_optimizer,
-    make_optimizer,
+    make_weight_optimizer,
+    one_hot,
     point_stats,
     sweep_values,
 )
@@ -48,9 +49,11 @@ DEFAULTS: dict[str, Any] = {
     "cost_weights": [3e-6, 1e-5, 3e-5, 1e-4],  # c, on the MACs_first-normalised bit-op cost
     "epochs": 6,
     "keep_first_last": True,    # first and last layer at the highest precision (paper)
-    "lr": 1e-3,                 # Adam, weights
-    "quant_lr": 1e-2,           # Adam, activation ranges
-    "arch_optimizer": "adam",
+    "weight_optimizer": "adam",  # weights and ranges: adam, or "sgd" (momentum 0.9; paper:
+                                 # SGD, lr 0.1)
+    "lr": 1e-3,                 # weights
+    "quant_lr": 1e-2,           # activation ranges
+    "arch_optimizer": "adam",   # logits: adam, or "sgd" (momentum 0.9; paper: SGD, lr 0.01)
     "arch_lr": 0.01,            # logits
     "batch_size": 128,
     "calib_batches": 4,
@@ -58,7 +61,11 @@ DEFAULTS: dict[str, Any] = {
 
 
 class EdmipsLayer(SearchLayer):
-    """Layer-wise softmax over weight bits and input bits (composite convolution)."""
+    """Layer-wise softmax over weight bits and input bits (composite convolution).
+
+    In discrete mode the softmax weights are replaced by one-hot(argmax of the logits),
+    through the same mixing code: the network the method chose.
+    """
 
     def __init__(self, module: nn.Module, w_opts: Sequence[int], a_opts: Sequence[int],
                  signed: bool, alphas: Sequence[float]) -> None:
@@ -66,12 +73,17 @@ class EdmipsLayer(SearchLayer):
         self.w_logits = nn.Parameter(torch.zeros(len(self.w_opts)))
         self.a_logits = nn.Parameter(torch.zeros(len(self.a_opts)))
 
+    def _pi(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.discrete:
+            return one_hot(logits.detach().argmax(), len(logits)).to(logits.device)
+        return torch.softmax(logits, dim=0)
+
     def soft_weight(self) -> torch.Tensor:
-        pi = torch.softmax(self.w_logits, dim=0)
+        pi = self._pi(self.w_logits)
         return sum(pi[i] * self.q_weight(i) for i in range(len(self.w_opts)))
 
     def soft_input(self, x: torch.Tensor) -> torch.Tensor:
-        pi = torch.softmax(self.a_logits, dim=0)
+        pi = self._pi(self.a_logits)
         return sum(pi[j] * self.q_input(x, j) for j in range(len(self.a_opts)))
 
     def w_counts(self) -> torch.Tensor:
@@ -107,8 +119,10 @@ def edmips(ctx: Any, objectives: Any, opts: BaselineOptions) -> BaselineResult:
     for c in cs:
         tp = time.perf_counter()
         net = copy.deepcopy(base)
-        w_opt = make_optimizer([{"params": net.weight_parameters(), "lr": p["lr"]},
-                                {"params": net.alpha_parameters(), "lr": p["quant_lr"]}])
+        w_opt = make_weight_optimizer(
+            [{"params": net.weight_parameters(), "lr": p["lr"]},
+             {"params": net.alpha_parameters(), "lr": p["quant_lr"]}],
+            p["weight_optimizer"], "edmips")
         a_opt = make_arch_optimizer(net.arch_parameters(), p["arch_optimizer"], p["arch_lr"],
                                     "edmips")
         g = torch.Generator().manual_seed(seed + 1)
@@ -132,5 +146,5 @@ def edmips(ctx: Any, objectives: Any, opts: BaselineOptions) -> BaselineResult:
         w_rows.append(wb)
         a_rows.append(ab)
     genomes, info = finish_points(ctx, objectives, "edmips", points, w_rows, a_rows, t0,
-                                  {"params": p})
+                                  {"cost_weights": cs}, params=p, overrides=list(opts.params))
     return BaselineResult(genomes=genomes, info=info)

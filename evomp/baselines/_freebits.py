@@ -21,6 +21,16 @@ configuration and, for each layer with bits ``(a, w)``, looks at every ``(a', w'
 * pinned weights and activations stay as pinned.
 
 So no precision is ever lowered and the latency of every configuration never grows.
+
+For the search loop, :func:`refine` is a plain vectorized function on a genome batch of
+any engine's proposals (``refine(table, genomes, latency_model, metric) -> genomes``), and
+:func:`latency_refiner` builds that step from a run's objectives (None when no objective
+is a latency); :class:`FreeBitsRepair` wraps it as a pymoo repair.
+
+As a baseline (``evomp baseline SPEC --method freebits --from DIR``) the refinement's cost
+is only part of the cost of its front: the refined run's CPU seconds are recorded as
+``source_cpu_seconds`` (:func:`source_cpu_seconds`) and included in the run's
+``cpu_seconds``.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +59,15 @@ if TYPE_CHECKING:
     from evomp._objectives import Objectives
     from evomp._runner import RunContext
 
-__all__ = ["refine", "refine_bits", "FreeBitsRepair", "latency_metric", "DEFAULTS"]
+__all__ = [
+    "refine",
+    "refine_bits",
+    "latency_refiner",
+    "FreeBitsRepair",
+    "latency_metric",
+    "source_cpu_seconds",
+    "DEFAULTS",
+]
 
 log = logging.getLogger("evomp")
 
@@ -150,22 +169,68 @@ def refine(table: LayerTable, genomes: np.ndarray, latency_model: HardwareModel,
            metric: str | None = None, *, ties: bool = False) -> np.ndarray:
     """Free Bits' refinement of a genome batch (see the module docstring).
 
+    A plain vectorized function, independent of any engine: the search loop can apply it
+    to the proposals of any engine before they are evaluated.
+
     Args:
         table: the layer table of the genomes.
-        genomes: ``(n, n_genes)`` int genomes.
+        genomes: ``(n, n_genes)`` (or one ``(n_genes,)``) genomes, integers or floats
+            holding integers (as an engine proposes them).
         latency_model: a hardware model whose ``metric`` is the latency to keep from
             growing (e.g. ``hwmodels.get("pulp")``, or a ``table`` model of measurements).
         metric: the latency metric (default: the model's first metric).
         ties: also raise precision where the latency stays exactly equal.
 
     Returns:
-        ``(n, n_genes)`` int8 genomes: no gene lower than in ``genomes``, and no latency
-        higher.
+        int8 genomes of the same shape: no gene lower than in ``genomes``, and no latency
+        higher. Refining a refined batch changes nothing.
+
+    Raises:
+        EvompError: genomes that do not fit ``table``, or a model without ``metric``.
     """
-    g = table.check_genomes(genomes)
+    one = np.ndim(genomes) == 1
+    try:
+        g = table.check_genomes(genomes)
+    except ValueError as e:
+        raise EvompError(f"freebits: {e}") from e
+    if len(g) == 0:
+        return np.zeros((0, table.n_genes), dtype=np.int8)
     w, a = table.decode(g)
     w2, a2, _, _ = refine_bits(table, w, a, latency_model, metric, ties=ties)
-    return table.encode(w2, a2)
+    out = table.encode(w2, a2).astype(np.int8)
+    return out[0] if one else out
+
+
+def latency_refiner(table: LayerTable, objectives: Any, *, ties: bool = False
+                    ) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The Free Bits step for a run: ``fn(genomes) -> refined genomes``, or None.
+
+    The first hardware objective whose name contains ``latency`` is the metric, and the
+    run's own instance of the model providing it is the latency model.
+
+    Args:
+        table: the layer table of the genomes.
+        objectives: the run's :class:`~evomp._objectives.Objectives` (anything with
+            ``hw_metrics`` and ``models``, the model instances by name).
+        ties: also raise precision where the latency stays equal.
+
+    Returns:
+        ``fn`` applying :func:`refine` with that model and metric to a genome batch, or
+        None when no objective is a latency.
+    """
+    for m in objectives.hw_metrics:
+        if "latency" not in m:
+            continue
+        model = next((x for x in objectives.models.values() if m in x.metrics), None)
+        if model is None:
+            raise EvompError(f"no hardware model of the run provides {m!r}")
+
+        def fn(genomes: np.ndarray, _model: HardwareModel = model, _m: str = m) -> np.ndarray:
+            return refine(table, genomes, _model, _m, ties=ties)
+
+        fn.__doc__ = f"Free Bits refinement for {m!r} of model {model.name!r}."
+        return fn
+    return None
 
 
 class FreeBitsRepair(Repair):
@@ -200,6 +265,23 @@ def _default_metric(objectives: Objectives) -> str:
         if "latency" in m:
             return m
     return "latency_cycles"
+
+
+def source_cpu_seconds(run_dir: Path) -> float | None:
+    """CPU seconds the run in ``run_dir`` spent (its ``run.json``), or None if unknown.
+
+    A refinement's front costs what the refined run cost plus the refinement; this is
+    the first part.
+    """
+    f = Path(run_dir) / "run.json"
+    try:
+        v = json.loads(f.read_text()).get("cpu_seconds")
+    except (OSError, ValueError):
+        return None
+    try:
+        return None if v is None else float(v)
+    except (TypeError, ValueError):
+        return None
 
 
 def genomes_from_run(run_dir: Path, table: LayerTable) -> np.ndarray:
@@ -240,18 +322,26 @@ def freebits_method(ctx: RunContext, objectives: Objectives, opts: BaselineOptio
     metric = p["metric"] or _default_metric(objectives)
     model = metric_model(ctx, objectives, metric)
     table = ctx.space.table
+    src_cpu: float | None = None
+    ilp_params = None
     if opts.from_dir is not None:
         start = genomes_from_run(opts.from_dir, table)
         source = str(opts.from_dir)
+        src_cpu = source_cpu_seconds(opts.from_dir)
+        if src_cpu is None:
+            log.warning("freebits: %s/run.json records no cpu_seconds; this run's CPU time "
+                        "leaves out the cost of the front it refines", opts.from_dir)
     else:
         parts = []
         for name in p["start"]:
             if name == "uniform":
                 parts.append(uniform_genomes(ctx.space)[0])
-            elif name == "ilp":
+            elif name == "ilp":  # solved here: its CPU time is this run's own
                 sub = BaselineOptions(points=opts.points,
                                       params=dict(ctx.spec.baselines.get("ilp", {})))
-                parts.append(METHODS["ilp"](ctx, objectives, sub).genomes)
+                ilp = METHODS["ilp"](ctx, objectives, sub)
+                ilp_params = ilp.info.get("params")
+                parts.append(ilp.genomes)
             else:
                 raise EvompError(f"[baselines.freebits] start lists 'uniform' and/or 'ilp', "
                                  f"got {name!r}")
@@ -265,7 +355,8 @@ def freebits_method(ctx: RunContext, objectives: Objectives, opts: BaselineOptio
     changed = np.any(out != start.astype(np.int8), axis=1)
     log.info("freebits (%s): %d of %d configurations raised, latency %.4g -> %.4g (mean)",
              metric, int(changed.sum()), len(out), before.mean(), after.mean())
-    info = {
+    info: dict[str, Any] = {
+        "params": p,
         "metric": metric,
         "source": source,
         "n_start": int(len(start)),
@@ -274,5 +365,10 @@ def freebits_method(ctx: RunContext, objectives: Objectives, opts: BaselineOptio
         "latency_after": after.tolist(),
         "model": model.name,
     }
+    if ilp_params is not None:
+        info["ilp_params"] = ilp_params
+    if opts.from_dir is not None:
+        # the CLI adds this to the run's cpu_seconds (see evomp.cli._baseline)
+        info["source_cpu_seconds"] = src_cpu
     return BaselineResult(out, info)
 

@@ -5,6 +5,9 @@ channel and weight bits ``0.5 * w_sens[c] / w_numel[c] * w_err[c, b]``; per laye
 activation bits ``0.5 * a_sens[l] * a_numel[l] * a_noise[l, b]``) subject to a budget on
 one hardware metric, with :func:`scipy.optimize.milp` (HiGHS, exact up to a 1e-9 relative
 gap). A sweep of budgets between the cheapest and the dearest configuration gives a front.
+A solve cut short by ``time_limit_s`` (scipy status 1) keeps its best configuration, but
+that is not proven optimal: it is logged as a warning and marked in the sweep
+(``proven_optimal``) and in the run's info (``all_proven_optimal``).
 
 What the program models, per budget metric (:func:`budget_cost` derives the coefficients
 from the hardware model itself and checks them against it on random configurations):
@@ -67,7 +70,8 @@ DEFAULTS: dict[str, Any] = {
     "points": 8,  # budgets in the sweep (--points overrides)
     "min_fraction": 0.04,  # smallest budget, as a fraction of the way from cheapest to dearest
     "spacing": "geometric",  # "geometric" (dense near the cheap end) or "linear"
-    "time_limit_s": 60.0,  # per MILP solve; a solve cut short keeps its best solution
+    "time_limit_s": 60.0,  # per MILP solve; a solve cut short keeps its best solution,
+                           # marked as not proven optimal
     "keep_channel": True,  # every searched layer keeps at least one weight channel
 }
 
@@ -256,6 +260,10 @@ def sensitivity_terms(table: LayerTable, profile: Any) -> tuple[np.ndarray, np.n
 
 
 # ------------------------------------------------------------------------- solver
+#: scipy ``milp`` statuses used here.
+OPTIMAL, LIMIT, INFEASIBLE = 0, 1, 2
+
+
 @dataclass(frozen=True)
 class IlpSolution:
     """One solved budget.
@@ -275,6 +283,17 @@ class IlpSolution:
     objective: float
     status: int
     seconds: float
+
+    @property
+    def proven_optimal(self) -> bool:
+        """True when the solver proved ``genome`` optimal (status 0); a solve cut short
+        by the time limit (status 1) may hold a feasible but suboptimal genome."""
+        return self.genome is not None and self.status == 0
+
+    @property
+    def cut_short(self) -> bool:
+        """True when the solve hit its time (or iteration) limit."""
+        return self.status == 1
 
 
 class _Program:
@@ -490,7 +509,11 @@ class _Program:
 
     def cost_range(self, time_limit: float = 60.0) -> tuple[float, float]:
         """(cheapest feasible cost, cost of the all-highest configuration)."""
-        g, _ = self.solve(np.inf, time_limit, c=self.cost_vec)
+        g, status = self.solve(np.inf, time_limit, c=self.cost_vec)
+        if status == LIMIT:
+            log.warning("ilp (%s): the search for the cheapest configuration hit the time "
+                        "limit of %gs; the sweep starts from the best found (raise "
+                        "[baselines.ilp] time_limit_s)", self.cost.metric, time_limit)
         lo = self.lo if g is None else float(self.cost.evaluate(self.table, g[None])[0])
         return lo, self.hi
 
@@ -572,7 +595,9 @@ def ilp_sweep(table: LayerTable, w_term: np.ndarray, a_term: np.ndarray, cost: B
             with ``points``, ``min_fraction`` and ``spacing``.
 
     Returns:
-        One :class:`IlpSolution` per budget, in order.
+        One :class:`IlpSolution` per budget, in order. A solve cut short by
+        ``time_limit`` (status 1) is logged as a warning; its genome, if any, is the best
+        found and ``proven_optimal`` is False.
     """
     w_term = np.asarray(w_term, dtype=np.float64)
     a_term = np.asarray(a_term, dtype=np.float64)
@@ -590,6 +615,13 @@ def ilp_sweep(table: LayerTable, w_term: np.ndarray, a_term: np.ndarray, cost: B
         t0 = time.perf_counter()
         g, status = prog.solve(float(b), time_limit)
         sec = time.perf_counter() - t0
+        if status == LIMIT:
+            log.warning(
+                "ilp (%s <= %.6g): the solver hit its time limit of %gs; %s (raise "
+                "[baselines.ilp] time_limit_s for an exact solution)", cost.metric, b,
+                time_limit, "its best configuration is kept but NOT proven optimal"
+                if g is not None else "no configuration was found (budget not proven "
+                "infeasible)")
         if g is None:
             out.append(IlpSolution(None, float(b), float("nan"), float("nan"), status, sec))
             continue
@@ -648,6 +680,7 @@ def to_space(src: LayerTable, dst: LayerTable, genomes: np.ndarray) -> np.ndarra
 def ilp_method(ctx: RunContext, objectives: Objectives, opts: BaselineOptions
                ) -> BaselineResult:
     """HAWQ-V3-style ILP sweep (see the module docstring); ``[baselines.ilp]`` in DEFAULTS."""
+    from evomp._evaluate import genome_hash
     from evomp._sensitivity import run_profile
 
     p = check_params("ilp", opts.params, DEFAULTS)
@@ -672,19 +705,37 @@ def ilp_method(ctx: RunContext, objectives: Objectives, opts: BaselineOptions
                      keep_channel=bool(p["keep_channel"]), time_limit=float(p["time_limit_s"]))
     found = [s_ for s_ in sols if s_.genome is not None]
     if not found:
+        if any(s_.cut_short for s_ in sols):
+            raise EvompError(f"the ILP found no configuration under any budget of {metric} "
+                             "within its time limit; raise [baselines.ilp] time_limit_s")
         raise EvompError(f"the ILP found no configuration under any budget of {metric}; "
                          "raise [baselines.ilp] min_fraction")
     genomes = to_space(solve_table, table,
                        np.stack([s_.genome for s_ in found if s_.genome is not None]))
+    hashes = iter([genome_hash(g) for g in genomes])  # in the run's space, as front.csv's
     _, first = np.unique(genomes, axis=0, return_index=True)
     genomes = genomes[np.sort(first)]
     log.info("ilp (%s, %s): %d budgets, %d distinct configurations, %.2fs of solving",
              gran, metric, len(sols), len(genomes), sum(s_.seconds for s_ in sols))
+    sweep = [{"budget": s_.budget, "cost": s_.cost, "objective": s_.objective,
+              "status": s_.status, "proven_optimal": s_.proven_optimal,
+              "genome_hash": None if s_.genome is None else next(hashes),
+              "seconds": round(s_.seconds, 4)} for s_ in sols]
+    # configurations no solve proved optimal (under any budget of the sweep)
+    proven = {e["genome_hash"] for e in sweep if e["proven_optimal"]}
+    open_ = sorted({e["genome_hash"] for e in sweep
+                    if e["genome_hash"] is not None and e["genome_hash"] not in proven})
+    if open_:
+        log.warning("ilp: %d of %d configurations are not proven optimal (time limit %gs)",
+                    len(open_), len(genomes), float(p["time_limit_s"]))
     info = {
+        "params": p,  # defaults merged with [baselines.ilp]
         "granularity": gran,
         "metric": metric,
-        "sweep": [{"budget": s_.budget, "cost": s_.cost, "objective": s_.objective,
-                   "status": s_.status, "seconds": round(s_.seconds, 4)} for s_ in sols],
+        "points": points,
+        "sweep": sweep,
+        "all_proven_optimal": not open_,
+        "not_proven_optimal": open_,  # genome hashes (front.csv's genome_hash)
         "solve_seconds": sum(s_.seconds for s_ in sols),
         "sensitivity": {"method": prof.meta.get("method"), "probes": prof.meta.get("n_probes")},
     }

@@ -16,7 +16,17 @@ straight-through through the ceil and the round, so a size penalty reaches ``d``
 in bits (weights: ``fan_in x bits`` per channel; activations: input elements x bits per
 layer) and the targets are fractions of the highest-precision sizes, swept for the
 trade-off. The learned bit-widths are rounded *up* to the space's choices (a channel
-whose range holds no level, ``round(x_max / d) = 0``, is pruned when 0 is a choice).
+whose range holds no level, ``round(x_max / d) = 0``, is pruned when 0 is a choice; a
+layer keeps its channel with the most levels at the lowest non-zero choice rather than
+prune every channel).
+
+The exported configuration is bit-widths only: the common final QAT re-derives the
+steps. The method's discrete network (its rounded-bits forward, checked against the
+export by :func:`~evomp.baselines._diff_common.check_argmax`) is therefore every
+channel at the bits rounded from *its own* learned step and range, with the protocol's
+per-channel MSE-optimal step, and the input at its rounded bits over its learned range.
+The ramp spans the whole run: its length is the number of steps the search takes
+(``info["points"][k]["ramp_total_steps"]``).
 """
 
 from __future__ import annotations
@@ -39,13 +49,13 @@ from evomp.baselines._diff_common import (
     finish_points,
     layer_options,
     make_arch_optimizer,
-    make_optimizer,
+    make_weight_optimizer,
     n_batches,
     point_stats,
     sweep_values,
 )
 from evomp.baselines._registry import BaselineOptions, BaselineResult, check_params, register_method
-from evomp.quant import round_ste
+from evomp.quant import init_weight_scale, quantize_act, quantize_weight, round_ste
 
 __all__ = ["DEFAULTS", "LearnedLayer", "learned_bits", "ramp", "to_choices"]
 
@@ -56,8 +66,9 @@ DEFAULTS: dict[str, Any] = {
     "epochs": 6,
     "penalty_scale": 1.0,       # multiplies lambda(t)
     "ramp_start": 0.01,         # lambda at step 0, ramped to 1 by mid-training
-    "lr": 1e-3,                 # Adam, weights
-    "arch_optimizer": "adam",
+    "weight_optimizer": "adam",  # weights: adam, or "sgd" (momentum 0.9)
+    "lr": 1e-3,                 # weights
+    "arch_optimizer": "adam",   # steps and ranges: adam, or "sgd" (momentum 0.9)
     "arch_lr": 0.02,            # step (log2) and range (log) parameters
     "batch_size": 128,
     "calib_batches": 4,
@@ -126,10 +137,37 @@ class LearnedLayer(SearchLayer):
         d = torch.pow(2.0, round_ste(self.a_log2_d))
         return learned_bits(torch.exp(self.a_log_xmax), d, self.signed)
 
+    @torch.no_grad()
+    def rounded_bits(self) -> tuple[torch.Tensor, int]:
+        """The method's discrete choice: ``((out,) weight bits, input bits)``.
+
+        Learned bit-widths rounded up to the choices (:func:`to_choices`); when every
+        channel would be pruned, the channel with the most learned levels keeps the
+        lowest non-zero choice.
+        """
+        dev = self.module.weight.device
+        if self.learn_w:
+            wb = torch.as_tensor(to_choices(self.w_bits_soft().cpu().numpy(), self.w_opts),
+                                 dtype=torch.long, device=dev)
+            nonzero = [b for b in self.w_opts if b > 0]
+            if bool((wb == 0).all()) and nonzero:
+                levels = torch.exp(self.w_log_xmax) / torch.pow(2.0, torch.round(self.w_log2_d))
+                wb[int(levels.argmax())] = min(nonzero)
+        else:
+            wb = torch.full((self.out_channels,), self.w_opts[0], dtype=torch.long, device=dev)
+        if self.learn_a:
+            a = int(to_choices(np.array([float(self.a_bits_soft())]), self.a_opts)[0])
+        else:
+            a = self.a_opts[0]
+        return wb, a
+
     def soft_weight(self) -> torch.Tensor:
         if not self.learn_w:
             return self.q_weight(0)
         w = self.module.weight
+        if self.discrete:  # rounded bits, the protocol's MSE-optimal step
+            wb, _ = self.rounded_bits()
+            return quantize_weight(w, wb, init_weight_scale(w, wb).abs() + 1e-12)
         sh = self._w_shape()
         xm = torch.exp(self.w_log_xmax).reshape(sh)
         d = torch.pow(2.0, round_ste(self.w_log2_d)).reshape(sh)
@@ -139,6 +177,9 @@ class LearnedLayer(SearchLayer):
         if not self.learn_a:
             return self.q_input(x, 0)
         xm = torch.exp(self.a_log_xmax)
+        if self.discrete:  # rounded bits over the learned range
+            _, a = self.rounded_bits()
+            return quantize_act(x, a, xm, self.signed)
         d = torch.pow(2.0, round_ste(self.a_log2_d))
         lo = -xm if self.signed else torch.zeros_like(xm)
         return round_ste(torch.minimum(torch.maximum(x, lo), xm) / d) * d
@@ -160,14 +201,8 @@ class LearnedLayer(SearchLayer):
         return torch.exp(self.a_log_xmax)
 
     def chosen(self) -> tuple[np.ndarray, int]:
-        with torch.no_grad():
-            if self.learn_w:
-                w = to_choices(self.w_bits_soft().cpu().numpy(), self.w_opts)
-            else:
-                w = np.full(self.out_channels, self.w_opts[0])
-            a = (int(to_choices(np.array([float(self.a_bits_soft())]), self.a_opts)[0])
-                 if self.learn_a else self.a_opts[0])
-        return w.astype(np.int64), a
+        wb, a = self.rounded_bits()
+        return wb.cpu().numpy().astype(np.int64), a
 
     def arch_parameters(self) -> list[nn.Parameter]:
         out = []
@@ -204,13 +239,15 @@ def learned(ctx: Any, objectives: Any, opts: BaselineOptions) -> BaselineResult:
     for wt, at in zip(wts, ats, strict=False):
         tp = time.perf_counter()
         net = copy.deepcopy(base)
-        w_opt = make_optimizer([{"params": net.weight_parameters(), "lr": p["lr"]}])
+        w_opt = make_weight_optimizer([{"params": net.weight_parameters(), "lr": p["lr"]}],
+                                      p["weight_optimizer"], "learned")
         a_opt = make_arch_optimizer(net.arch_parameters(), p["arch_optimizer"], p["arch_lr"],
                                     "learned")
         g = torch.Generator().manual_seed(seed + 1)
         net.train()
         step = 0
         sizes = (float("nan"), float("nan"))
+        lam_epochs: list[float] = []
         for _ in range(p["epochs"]):
             for x, y in epoch_batches(ctx.task, bs, g, ctx.device):
                 w_size = sum(s.w_size_bits() for s in net.slayers) / w_full
@@ -226,14 +263,18 @@ def learned(ctx: Any, objectives: Any, opts: BaselineOptions) -> BaselineResult:
                 a_opt.step()
                 sizes = (float(w_size.detach()), float(a_size.detach()))
                 step += 1
+            lam_epochs.append(p["penalty_scale"] * ramp(step - 1, total, p["ramp_start"]))
         net.refresh_scales()
         wb, ab = net.chosen()
         stats = point_stats(ctx, net, wb, ab, bs)
         points.append({"cost_weight": wt, "w_target": wt, "a_target": at,
                        "learned_w_size": sizes[0], "learned_a_size": sizes[1],
+                       "ramp_total_steps": total, "steps": step,
+                       "penalty_weight_per_epoch": lam_epochs,
                        "seconds": time.perf_counter() - tp, **stats})
         w_rows.append(wb)
         a_rows.append(ab)
     genomes, info = finish_points(ctx, objectives, "learned", points, w_rows, a_rows, t0,
-                                  {"params": p})
+                                  {"w_targets": wts, "a_targets": ats},
+                                  params=p, overrides=list(opts.params))
     return BaselineResult(genomes=genomes, info=info)

@@ -137,6 +137,7 @@ def random_method(ctx: RunContext, objectives: Objectives, opts: BaselineOptions
     chosen = front_candidates(objectives, g, acc, ctx.spec.search.final_max)
     log.info("random: %d short evaluations, %d front candidates", budget, len(chosen))
     info = {
+        "params": p,  # defaults merged with [baselines.random]
         "sampler": p["sampler"],
         "seed": seed,
         "n_short_evaluations": int(budget),

@@ -53,4 +53,4 @@ def uniform_method(ctx: RunContext, objectives: Objectives, opts: BaselineOption
     """All-8, all-4, all-2 (and 8/4, 4/8) bit configurations, respecting pinned layers."""
     p = check_params("uniform", opts.params, DEFAULTS)
     genomes, pairs = uniform_genomes(ctx.space, p["pairs"])
-    return BaselineResult(genomes, {"pairs": [list(x) for x in pairs]})
+    return BaselineResult(genomes, {"params": p, "pairs": [list(x) for x in pairs]})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 __all__ = ["register"]
 
@@ -19,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", required=True, help="baseline method name")
     p.add_argument("--points", type=int, help="number of trade-off points (sweep length)")
     p.add_argument("--out", help="run directory (default runs/<name>-<method>/)")
-    p.add_argument("--from", dest="from_dir", help="refine the front of this run (freebits)")
+    p.add_argument("--from", dest="from_dir", help="refine the front of this run (freebits); "
+                   "its CPU seconds are included in this run's")
     p.add_argument("--budget", type=int, help="true evaluations (random; default: spec budget)")
     p.add_argument("--jobs", type=int, default=1, help="parallel evaluations")
     p.set_defaults(func=run)
@@ -49,13 +51,49 @@ def run(args: argparse.Namespace) -> int:
     res = method(ctx, objectives, opts)
     # CPU time of worker processes the method used (e.g. random's parallel short QAT)
     clock.add_workers(float(res.info.pop("worker_cpu_seconds", 0.0)))
+    extra = cpu_record(clock, res.info)
     front = finish_run(
         ctx, objectives, res.genomes, method=args.method, clock=clock, jobs=args.jobs,
-        prior_evaluations=res.info.pop("evaluations", []), info={"baseline": res.info},
+        prior_evaluations=res.info.pop("evaluations", []),
+        info={"baseline": res.info, **extra},
     )
     print_front(front.rows, objectives.hw_metrics, front.feasible)
-    print(f"run directory: {ctx.out}  (CPU {clock.seconds:.0f}s)")
+    src = extra.get("source_cpu_seconds")
+    print(f"run directory: {ctx.out}  (CPU {clock.seconds:.0f}s"
+          + (f", of which {src:.0f}s by the refined run" if src else "") + ")")
     return 0
+
+
+def cpu_record(clock: Any, info: dict[str, Any]) -> dict[str, Any]:
+    """Fold the CPU seconds of a refined source run into ``clock``; ``run.json`` fields.
+
+    A method that refines another run's front (``freebits --from DIR``) puts that run's
+    CPU seconds in ``info["source_cpu_seconds"]`` (None: unknown). They are added to the
+    clock, so ``run.json``'s ``cpu_seconds`` is the whole cost of the front (source run
+    plus refinement), and recorded on their own as ``source_cpu_seconds``.
+
+    Args:
+        clock: the run's :class:`~evomp._protocol.CpuClock`.
+        info: the method's info (``source_cpu_seconds`` is removed from it).
+
+    Returns:
+        Top-level ``run.json`` fields (empty for a method that refines nothing).
+    """
+    if "source_cpu_seconds" not in info:
+        return {}
+    src = info.pop("source_cpu_seconds")
+    src = None if src is None else float(src)
+    if src is not None:
+        clock.before += src
+    return {
+        "source_cpu_seconds": src,
+        "cpu_seconds_includes_source": src is not None,
+        "cpu_seconds_note": (
+            "cpu_seconds = source_cpu_seconds (the refined run, --from) + this refinement "
+            "and its final QAT" if src is not None else
+            "the refined run (--from) records no cpu_seconds: cpu_seconds counts only this "
+            "refinement and its final QAT"),
+    }
 
 
 def print_front(rows: list[dict], metrics: list[str], feasible: bool = True) -> None:

@@ -13,9 +13,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "compare",
         help="compare the verified fronts of runs and baselines",
-        description="One row per run directory: method, hypervolume under one reference "
-        "point, front size, best accuracy under budgets, the metric at iso-accuracy "
-        "relative to the first run, CPU seconds. Writes compare.png with every front.",
+        description="One row per run directory: method, whether it found a feasible "
+        "configuration, hypervolume under one reference point (0 for a run whose front "
+        "holds only the least infeasible configurations), front size, best accuracy under "
+        "budgets, the metric at iso-accuracy relative to the first run, CPU seconds (a "
+        "refinement such as freebits --from includes the refined run's). Writes "
+        "compare.png with every front.",
     )
     p.add_argument("dirs", nargs="+", metavar="DIR", help="run directories (search or baseline)")
     p.add_argument("--x", help="hardware metric (minimised); default: the first run's first "

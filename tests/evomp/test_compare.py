@@ -81,7 +81,7 @@ def test_compare_runs(tmp_path: Path) -> None:
     text = format_table(cmp)
     assert "reference point" in text and "0.5" in text and "6000" in text
     md = format_table(cmp, markdown=True)
-    assert md.startswith("| run | method | HV")
+    assert md.startswith("| run | method | feasible | HV")
     # default reference point: worst values widened by 10% of the range
     y_ref, x_ref = default_ref_point([load_run(p) for p in (a, b, c)], "memory_bytes",
                                      "test_accuracy")
@@ -113,3 +113,62 @@ def test_compare_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert "energy_uj" in capsys.readouterr().out
     assert main(["compare", str(a), "--ref-point", "0.8"]) == 2
     assert "--ref-point" in capsys.readouterr().err
+
+
+def test_compare_flags_runs_without_a_feasible_configuration(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]
+                                                             ) -> None:
+    a = write_run(tmp_path / "a", [(1000, 0.90), (2000, 0.95)], extra={"feasible": True})
+    # its front holds the least infeasible points: far better than a's, were they allowed
+    b = write_run(tmp_path / "b", [(500, 0.97), (9000, 0.99)], method="random",
+                  extra={"feasible": False})
+    c = write_run(tmp_path / "c", [(1500, 0.93)], method="uniform")  # feasible not recorded
+    cmp = compare_runs([a, b, c], ref_point=(0.5, 6000.0))
+    ra, rb, rc = cmp.rows
+    assert (ra["feasible"], rb["feasible"], rc["feasible"]) == (True, False, None)
+    assert rb["hypervolume"] == 0.0 and rb["hv_fraction"] == 0.0
+    F = np.array([[1 - 0.97, 500.0]])
+    assert rb["hypervolume_ignoring_constraints"] == pytest.approx(
+        HV(ref_point=np.array([0.5, 6000.0]))(F))
+    assert ra["hypervolume"] == ra["hypervolume_ignoring_constraints"] > 0
+    assert rc["hypervolume"] > 0
+    # the default reference point ignores the infeasible run's points (x = 9000 here)
+    y_ref, x_ref = compare_runs([a, b, c]).ref_point
+    assert x_ref == pytest.approx(2000 + 0.1 * 1000) and y_ref == pytest.approx(0.90 - 0.005)
+    text = format_table(cmp)
+    assert "feasible" in text.splitlines()[0] and "NO" in text
+    assert "b" in text and "least infeasible" in text and "counts 0" in text
+    md = format_table(cmp, markdown=True)
+    assert md.startswith("| run | method | feasible | HV")
+    assert "| b | random | NO | 0 |" in md
+    # a front.csv with a violation column (finish_run writes one) also marks it
+    d = tmp_path / "v"
+    write_run(d, [(100, 0.99)])
+    with (d / "front.csv").open() as f:
+        lines = f.read().splitlines()
+    (d / "front.csv").write_text("\n".join([lines[0] + ",violation", lines[1] + ",0.2"]) + "\n")
+    assert load_run(d).feasible is False
+    # and the JSON of the command line says so
+    assert main(["compare", str(a), str(b), "--json", "--no-plot"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [r["feasible"] for r in rows] == [True, False]
+    assert rows[1]["hypervolume"] == 0.0 and rows[1]["hypervolume_ignoring_constraints"] > 0
+
+
+def test_compare_states_how_refinements_count_cpu(tmp_path: Path) -> None:
+    s = write_run(tmp_path / "s", [(1000, 0.90)], cpu=300)
+    fb = write_run(tmp_path / "fb", [(900, 0.91)], method="freebits", cpu=330,
+                   extra={"source_cpu_seconds": 300.0, "cpu_seconds_includes_source": True,
+                          "baseline": {"source": str(s)}})
+    old = write_run(tmp_path / "old", [(900, 0.91)], method="freebits", cpu=30,
+                    extra={"baseline": {"source": str(s)}})  # written before it was recorded
+    own = write_run(tmp_path / "own", [(900, 0.91)], method="freebits", cpu=30,
+                    extra={"baseline": {"source": "uniform+ilp"}})
+    cmp = compare_runs([s, fb, old, own])
+    assert [r["cpu_note"] for r in cmp.rows] == [None, "includes source", "excludes source",
+                                                None]
+    assert cmp.rows[1]["source_cpu_seconds"] == 300.0 and cmp.rows[1]["cpu_seconds"] == 330
+    text = format_table(cmp)
+    assert "330*" in text and "30†" in text
+    assert "includes the CPU seconds of the run whose front was refined" in text
+    assert "counts only a refinement" in text

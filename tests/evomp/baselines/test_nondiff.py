@@ -18,8 +18,9 @@ from evomp._evaluate import EvalResult, genome_hash
 from evomp._objectives import Objectives
 from evomp._protocol import genome_to_hex
 from evomp.baselines import METHODS, BaselineOptions
-from evomp.baselines._freebits import FreeBitsRepair, refine, refine_bits
+from evomp.baselines._freebits import FreeBitsRepair, latency_refiner, refine, refine_bits
 from evomp.baselines._ilp import (
+    IlpSolution,
     budget_cost,
     ilp_sweep,
     objective_value,
@@ -163,6 +164,10 @@ class FakeEvaluator:
         self.cache: dict = {}
         self.cache_file = None
         self.calls = 0
+        self.qat = SimpleNamespace(steps=10, final_steps=20)
+
+    def cached(self, row, fidelity, with_test=False, save_dir=None):
+        return None
 
     def evaluate(self, genomes, fidelity="short", with_test=False, seed=None, save_dir=None):
         g = self.space.check(genomes)
@@ -182,7 +187,8 @@ def fake_ctx(tiny_space, monkeypatch, tmp_path: Path):
     spec = SimpleNamespace(
         seed=0, hw={}, baselines={}, name="tiny",
         search=SimpleNamespace(budget=12, final_max=4, sensitivity="hutchinson", probes=2,
-                               objectives=("accuracy", "memory_bytes")))
+                               objectives=("accuracy", "memory_bytes"), constraints=(),
+                               hardware=("memory", "mpic", "pulp")))
     ctx = SimpleNamespace(space=tiny_space, spec=spec, evaluator=FakeEvaluator(tiny_space),
                           out=tmp_path / "run")
     objectives = Objectives(tiny_space.table, ["accuracy", "memory_bytes"],
@@ -277,6 +283,89 @@ def test_ilp_method_channel_and_layer(fake_ctx) -> None:
         METHODS["ilp"](ctx, obj, BaselineOptions(params={"metric": "latency_cycles"}))
 
 
+# ------------------------------------------------------- ILP solves cut short by the limit
+def _cut_short(monkeypatch) -> None:
+    """Every MILP solve reports scipy's status 1 (time limit) but keeps its solution."""
+    import evomp.baselines._ilp as ilp_mod
+
+    real = ilp_mod.milp
+
+    def fake(*args, **kwargs):
+        res = real(*args, **kwargs)
+        return SimpleNamespace(x=res.x, status=1 if res.x is not None else res.status)
+
+    monkeypatch.setattr(ilp_mod, "milp", fake)
+
+
+def test_ilp_solution_optimality_follows_the_status() -> None:
+    g = np.zeros(3, np.int8)
+    assert IlpSolution(g, 1.0, 1.0, 1.0, 0, 0.1).proven_optimal
+    s1 = IlpSolution(g, 1.0, 1.0, 1.0, 1, 0.1)
+    assert not s1.proven_optimal and s1.cut_short
+    assert not IlpSolution(None, 1.0, np.nan, np.nan, 2, 0.1).proven_optimal
+
+
+def test_ilp_sweep_warns_about_solves_cut_short(monkeypatch, caplog) -> None:
+    t = tiny_table()
+    cost = budget_cost(t, hwmodels.get("memory", table=t), "memory_bytes")
+    w, a = terms(t)
+    exact = ilp_sweep(t, w, a, cost, [300.0, 500.0])
+    assert all(s.proven_optimal for s in exact)
+    _cut_short(monkeypatch)
+    with caplog.at_level("WARNING", logger="evomp"):
+        short = ilp_sweep(t, w, a, cost, [300.0, 500.0])
+    for s, e in zip(short, exact, strict=True):
+        assert s.status == 1 and not s.proven_optimal
+        np.testing.assert_array_equal(s.genome, e.genome)  # the best found is kept
+    msgs = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert sum("NOT proven optimal" in m for m in msgs) == 2
+
+
+def test_ilp_method_marks_unproven_points(fake_ctx, monkeypatch, caplog) -> None:
+    ctx, obj = fake_ctx
+    res = METHODS["ilp"](ctx, obj, BaselineOptions(points=3))
+    assert res.info["all_proven_optimal"] and res.info["not_proven_optimal"] == []
+    assert all(e["proven_optimal"] and e["status"] == 0 for e in res.info["sweep"])
+    _cut_short(monkeypatch)
+    with caplog.at_level("WARNING", logger="evomp"):
+        cut = METHODS["ilp"](ctx, obj, BaselineOptions(points=3))
+    assert not cut.info["all_proven_optimal"]
+    assert cut.info["not_proven_optimal"] == sorted(genome_hash(g) for g in cut.genomes)
+    assert all(not e["proven_optimal"] and e["status"] == 1 for e in cut.info["sweep"])
+    assert {e["genome_hash"] for e in cut.info["sweep"]} == {genome_hash(g) for g in cut.genomes}
+    assert any("not proven optimal" in r.getMessage() for r in caplog.records)
+
+
+def test_ilp_method_with_a_zero_time_limit(fake_ctx, caplog) -> None:
+    ctx, obj = fake_ctx  # HiGHS stops before finding anything: status 1, no solution
+    with caplog.at_level("WARNING", logger="evomp"), \
+            pytest.raises(EvompError, match="time_limit_s"):
+        METHODS["ilp"](ctx, obj, BaselineOptions(points=2, params={"time_limit_s": 0.0}))
+    assert any("time limit" in r.getMessage() for r in caplog.records)
+
+
+def test_methods_record_their_merged_parameters(fake_ctx) -> None:
+    from evomp.baselines import _freebits, _ilp, _random, _uniform
+
+    ctx, obj = fake_ctx
+    cases = [
+        ("uniform", _uniform.DEFAULTS, {"pairs": [[4, 4], [8, 8]]}, {}),
+        ("random", _random.DEFAULTS, {"sampler": "uniform"}, {"budget": 3}),
+        ("ilp", _ilp.DEFAULTS, {"spacing": "linear", "time_limit_s": 30}, {"points": 2}),
+        ("freebits", _freebits.DEFAULTS, {"ties": True, "start": ["uniform"]}, {}),
+    ]
+    for name, defaults, given_, kw in cases:
+        res = METHODS[name](ctx, obj, BaselineOptions(params=given_, **kw))
+        want = {**defaults, **given_}
+        assert res.info["params"] == want, name
+        assert set(res.info["params"]) == set(defaults)
+        json.dumps(res.info["params"])  # goes into run.json
+    assert isinstance(METHODS["ilp"](ctx, obj, BaselineOptions(
+        points=2, params={"time_limit_s": 30})).info["params"]["time_limit_s"], float)
+    fb = METHODS["freebits"](ctx, obj, BaselineOptions(points=2))  # uniform + ilp starts
+    assert fb.info["ilp_params"] == _ilp.DEFAULTS
+
+
 # ---------------------------------------------------------------------------- Free Bits
 TABLES = testing.contract_tables()
 LATENCY = [("pulp", {}), ("pulp", {"preset": "xpulpnn"}), ("pulp", {"launch_cycles": 0.0}),
@@ -363,6 +452,99 @@ def test_freebits_method_from_a_run_dir(fake_ctx, tmp_path: Path) -> None:
         METHODS["freebits"](ctx, obj, BaselineOptions(from_dir=tmp_path / "missing"))
 
 
+def _source_run(d: Path, space, cpu: float | None) -> Path:
+    """A finished run directory holding two uniform configurations of ``space``."""
+    d.mkdir(parents=True)
+    G = np.concatenate([space.uniform(2, 2), space.uniform(4, 8)])
+    (d / "space.json").write_text(space.table.to_json())
+    (d / "front.csv").write_text("id,val_accuracy\np0,0.9\np1,0.95\n")
+    (d / "front.json").write_text(json.dumps(
+        {f"p{i}": {"genome": genome_to_hex(g)} for i, g in enumerate(G)}))
+    if cpu is not None:
+        (d / "run.json").write_text(json.dumps({"method": "search", "cpu_seconds": cpu}))
+    return d
+
+
+def test_freebits_reports_the_source_runs_cpu(fake_ctx, tmp_path: Path, caplog) -> None:
+    ctx, obj = fake_ctx
+    src = _source_run(tmp_path / "src", ctx.space, 123.5)
+    res = METHODS["freebits"](ctx, obj, BaselineOptions(from_dir=src))
+    assert res.info["source_cpu_seconds"] == 123.5
+    bare = _source_run(tmp_path / "bare", ctx.space, None)
+    with caplog.at_level("WARNING", logger="evomp"):
+        res = METHODS["freebits"](ctx, obj, BaselineOptions(from_dir=bare))
+    assert res.info["source_cpu_seconds"] is None
+    assert any("cpu_seconds" in r.getMessage() for r in caplog.records)
+    # refining the uniform and ILP outputs refines no run: nothing to add
+    assert "source_cpu_seconds" not in METHODS["freebits"](
+        ctx, obj, BaselineOptions(points=2)).info
+
+
+def test_baseline_cli_counts_the_refined_runs_cpu(fake_ctx, monkeypatch, tmp_path: Path,
+                                                  capsys) -> None:
+    import evomp._runner
+    import evomp._spec
+    from evomp._compare import compare_runs
+    from evomp.cli import main
+
+    ctx, _ = fake_ctx
+
+    def open_run(spec, out, threads=None):
+        ctx.out = Path(out)
+        ctx.out.mkdir(parents=True, exist_ok=True)
+        return ctx
+
+    monkeypatch.setattr(evomp._spec, "load_spec", lambda path: ctx.spec)
+    monkeypatch.setattr(evomp._runner, "open_run", open_run)
+    src = _source_run(tmp_path / "src", ctx.space, 5000.0)
+    out = tmp_path / "fb"
+    assert main(["baseline", "x.toml", "--method", "freebits", "--from", str(src),
+                 "--out", str(out)]) == 0
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["source_cpu_seconds"] == 5000.0 and meta["cpu_seconds_includes_source"]
+    assert 5000.0 < meta["cpu_seconds"] < 5000.0 + 600.0
+    assert "source_cpu_seconds" in meta["cpu_seconds_note"]
+    assert "source_cpu_seconds" not in meta["baseline"]
+    assert meta["baseline"]["params"]["metric"] == ""
+    assert "5000s by the refined run" in capsys.readouterr().out
+    assert compare_runs([out]).rows[0]["cpu_note"] == "includes source"
+    # an unknown source cost is said so, and not invented
+    bare = _source_run(tmp_path / "bare", ctx.space, None)
+    assert main(["baseline", "x.toml", "--method", "freebits", "--from", str(bare),
+                 "--out", str(tmp_path / "fb2")]) == 0
+    meta = json.loads((tmp_path / "fb2" / "run.json").read_text())
+    assert meta["source_cpu_seconds"] is None and not meta["cpu_seconds_includes_source"]
+    assert meta["cpu_seconds"] < 600.0
+    assert compare_runs([tmp_path / "fb2"]).rows[0]["cpu_note"] == "excludes source"
+    # a method that refines nothing records no source
+    assert main(["baseline", "x.toml", "--method", "uniform", "--out",
+                 str(tmp_path / "u")]) == 0
+    meta = json.loads((tmp_path / "u" / "run.json").read_text())
+    assert "source_cpu_seconds" not in meta and meta["baseline"]["params"] == {"pairs": []}
+    assert compare_runs([tmp_path / "u"]).rows[0]["cpu_note"] is None
+
+
+def test_refine_takes_any_engines_proposals() -> None:
+    t = testing.contract_tables()["toy"]
+    hw = hwmodels.get("pulp", table=t)
+    G = sample_genomes(t, 8, np.random.default_rng(5))
+    R = refine(t, G, hw, "latency_cycles")
+    assert R.dtype == np.int8 and R.shape == G.shape
+    np.testing.assert_array_equal(refine(t, G.astype(float), hw), R)  # pymoo's floats
+    np.testing.assert_array_equal(refine(t, G[3], hw), R[3])  # one genome keeps its shape
+    assert refine(t, G[:0], hw).shape == (0, t.n_genes)
+    with pytest.raises(EvompError, match="genome length"):
+        refine(t, G[:, :-1], hw)
+    # built from a run's objectives: the first latency objective and the run's model
+    obj = Objectives(t, ["accuracy", "memory_bytes", "latency_cycles"], hardware=["pulp"])
+    fn = latency_refiner(t, obj)
+    assert fn is not None
+    np.testing.assert_array_equal(fn(G), refine(t, G, obj.models["pulp"], "latency_cycles"))
+    assert np.all(obj.costs(fn(G))["latency_cycles"] <= obj.costs(G)["latency_cycles"])
+    assert latency_refiner(t, Objectives(t, ["accuracy", "memory_bytes"],
+                                         hardware=["pulp"])) is None
+
+
 # --------------------------------------------------------------------------- end to end
 TINY = """
 name = "tiny"
@@ -407,10 +589,15 @@ def test_every_baseline_through_the_cli_then_compare(tmp_path: Path, capsys) -> 
     assert json.loads((runs / "random" / "run.json").read_text())["n_true_evaluations"] == 6
     assert main(["baseline", str(spec), "--method", "freebits", "--from", str(runs / "ilp"),
                  "--out", str(runs / "freebits")]) == 0
+    src = json.loads((runs / "ilp" / "run.json").read_text())["cpu_seconds"]
+    meta = json.loads((runs / "freebits" / "run.json").read_text())
+    assert meta["source_cpu_seconds"] == src and meta["cpu_seconds"] > src
     capsys.readouterr()
     dirs = [str(runs / m) for m in ("ilp", "uniform", "random", "freebits")]
     assert main(["compare", *dirs, "--json", "--out", str(tmp_path)]) == 0
     d = json.loads(capsys.readouterr().out)
     assert len(d["rows"]) == 4 and all(r["hypervolume"] >= 0 for r in d["rows"])
+    assert [r["feasible"] for r in d["rows"]] == [True] * 4
+    assert d["rows"][3]["cpu_note"] == "includes source"
     assert (tmp_path / "compare.png").is_file()
     assert main(["compare", *dirs, "--x", "latency_cycles", "--no-plot"]) == 0
