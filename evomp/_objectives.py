@@ -9,8 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 
 import hwmodels
+from evomp._bitconfig import BitConfig
 from evomp._errors import EvompError
-from hwmodels import LayerTable
+from hwmodels import HardwareModel, LayerTable
 
 __all__ = ["Constraint", "Objectives", "parse_constraint", "nondominated"]
 
@@ -36,6 +37,15 @@ class Constraint:
 
 
 def parse_constraint(text: str) -> Constraint:
+    """Parse ``"metric <= number"`` or ``"metric >= number"``.
+
+    Raises:
+        EvompError: any other form.
+    """
+    if not isinstance(text, str):
+        raise EvompError(
+            f"constraint {text!r} must be a string such as 'memory_bytes <= 40000'"
+        )
     m = _CON.match(text)
     if not m:
         raise EvompError(
@@ -51,13 +61,33 @@ def parse_constraint(text: str) -> Constraint:
 class Objectives:
     """Accuracy (maximised) and hardware metrics (minimised) with hard constraints.
 
+    The models named in ``hardware`` are built first and their *instances* say which
+    metrics they provide, so metrics that depend on a model's parameters (the columns of
+    a ``table`` model's measurements, a ``callable`` model's ``metrics``) can be
+    objectives and constraints. A metric no listed model provides is resolved through the
+    registry (:func:`hwmodels.metric_owner`) and its model added.
+
+    A ``callable`` model built here receives ``config_factory=evomp.BitConfig.from_dict``
+    (unless ``hw_params`` gives one), so the user's function gets a :class:`BitConfig`.
+
     Args:
         table: the layer table the hardware models are bound to.
-        objectives: e.g. ``("accuracy", "memory_bytes", "energy_uj")``.
+        objectives: e.g. ``("accuracy", "memory_bytes", "energy_uj")``: ``accuracy`` and
+            at least one hardware metric.
         constraints: e.g. ``("memory_bytes <= 40000", "accuracy >= 0.95")``.
         hardware: names of the models to instantiate; models that provide objective or
             constraint metrics are added automatically.
         hw_params: model name -> constructor parameters.
+
+    Attributes:
+        models: model name -> the bound model instance.
+        owners: metric -> name of the model in :attr:`models` that provides it.
+        hw_metrics: the hardware objectives, in order.
+
+    Raises:
+        EvompError: no accuracy or no hardware objective, a repeated objective, a metric
+            no model provides, two models providing one metric, or a model that cannot be
+            built.
     """
 
     def __init__(
@@ -69,32 +99,81 @@ class Objectives:
         hw_params: Mapping[str, Mapping] | None = None,
     ) -> None:
         self.table = table
+        if isinstance(objectives, str):
+            objectives = [objectives]
         self.names = list(objectives)
         if "accuracy" not in self.names:
             raise EvompError("objectives must include 'accuracy'")
         if len(self.names) != len(set(self.names)):
             raise EvompError(f"objectives repeat a metric: {self.names}")
+        self.hw_metrics = [n for n in self.names if n != "accuracy"]
+        if not self.hw_metrics:
+            raise EvompError(
+                "objectives need at least one hardware metric besides 'accuracy' (e.g. "
+                "'memory_bytes', see 'evomp hw list'): a search over accuracy alone has no "
+                "trade-off to explore"
+            )
         self.constraints = [parse_constraint(c) for c in constraints]
-        needed = [n for n in self.names if n != "accuracy"]
+        hw_params = dict(hw_params or {})
+        self.models: dict[str, HardwareModel] = {}
+        self.owners: dict[str, str] = {}
+        for name in dict.fromkeys(hardware):
+            self._add(name, hw_params)
+        needed = list(self.hw_metrics)
         needed += [c.metric for c in self.constraints if c.metric != "accuracy"]
-        model_names = list(dict.fromkeys(hardware))
-        for metric in needed:
+        for metric in dict.fromkeys(needed):
+            if metric in self.owners:
+                continue
             try:
                 owner = hwmodels.metric_owner(metric)
             except (KeyError, ValueError) as e:
+                listed = sorted(self.owners)
                 raise EvompError(
-                    f"no hardware model provides metric {metric!r}; see 'evomp hw list'"
+                    f"no hardware model provides metric {metric!r}"
+                    + (f" (the listed models give {listed})" if listed else "")
+                    + "; see 'evomp hw list', or add the model that measures it (e.g. "
+                    "a 'table' model of measured figures) to the hardware models"
                 ) from e
-            if owner not in model_names:
-                model_names.append(owner)
-        hw_params = dict(hw_params or {})
-        self.models = {}
-        for name in model_names:
-            try:
-                self.models[name] = hwmodels.get(name, table=table, **dict(hw_params.get(name, {})))
-            except (KeyError, ValueError) as e:
-                raise EvompError(f"hardware model {name!r}: {e}") from e
-        self.hw_metrics = [n for n in self.names if n != "accuracy"]
+            if owner in self.models:  # pragma: no cover - an instance narrowed its metrics
+                raise EvompError(
+                    f"hardware model {owner!r} does not provide metric {metric!r} with the "
+                    "parameters given; check its parameters"
+                )
+            self._add(owner, hw_params)
+
+    def _add(self, name: str, hw_params: Mapping[str, Mapping]) -> None:
+        """Build model ``name`` bound to the table and record the metrics it provides."""
+        params = dict(hw_params.get(name, {}))
+        try:
+            cls = hwmodels.model_class(name)
+            if "config_factory" in cls.parameters and params.get("config_factory") is None:
+                params["config_factory"] = BitConfig.from_dict  # hand the user a BitConfig
+            model = hwmodels.get(name, table=self.table, **params)
+        except (KeyError, ValueError, TypeError) as e:
+            raise EvompError(f"hardware model {name!r}: {e}") from e
+        for metric in model.metrics:
+            if metric in self.owners:
+                raise EvompError(
+                    f"metric {metric!r} is provided by both hardware models "
+                    f"{self.owners[metric]!r} and {name!r}; keep one of them or rename the "
+                    "metric (e.g. the column of a measurement table)"
+                )
+        self.models[name] = model
+        for metric in model.metrics:
+            self.owners[metric] = name
+
+    def model_for(self, metric: str) -> HardwareModel:
+        """The model instance that provides ``metric``.
+
+        Raises:
+            EvompError: no model of these objectives provides it.
+        """
+        if metric not in self.owners:
+            raise EvompError(
+                f"no hardware model of this run provides metric {metric!r}; "
+                f"available: {sorted(self.owners)}"
+            )
+        return self.models[self.owners[metric]]
 
     def costs(self, genomes: np.ndarray) -> dict[str, np.ndarray]:
         """Every metric of every model for a genome batch: ``{metric: (n,) float}``."""

@@ -71,6 +71,7 @@ def build_task(spec: RunSpec) -> Task:
         t.path,
         lambda: factory(**kw),
         model_name=model,
+        model_kwargs=kw,
         val_fraction=t.val_fraction,
         seed=spec.seed,
     )

@@ -20,26 +20,63 @@ __all__ = ["SearchSpace"]
 PinValue = int | tuple[int, int] | Sequence[int]
 
 
+def _as_bits(value: Any) -> int | None:
+    """``value`` as an int if it is an integer number (``8``, ``np.int8(8)``, ``8.0``)."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return int(value)
+    return None
+
+
+def _bit_choices(key: str, values: Sequence[Any]) -> tuple[int, ...]:
+    """Bit choices as ints; non-integers are an error, never truncated."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)):
+        raise EvompError(f"{key} must be a list of integer bit-widths, e.g. [2, 4, 8], "
+                         f"got {values!r}")
+    out = [_as_bits(b) for b in values]
+    bad = [b for b, o in zip(values, out, strict=True) if o is None]
+    if bad:
+        raise EvompError(
+            f"{key} must hold integer bit-widths, got non-integers {bad} in {list(values)}; "
+            "give whole numbers of bits, e.g. [0, 2, 4, 8]"
+        )
+    return tuple(o for o in out if o is not None)
+
+
 def _parse_pin(name: str, v: Any) -> tuple[int | None, int | None]:
-    """A pin is ``8`` (weights and activation), ``[w, a]``, or ``{w=.., a=..}``."""
-    if isinstance(v, bool):
-        raise EvompError(f"pin[{name!r}] must be bits, e.g. 8 or [8, 8], got {v!r}")
-    if isinstance(v, (int, np.integer)):
-        w, a = int(v), int(v)
-    elif isinstance(v, Mapping):
+    """A pin is ``8`` (weights and activation), ``[w, a]``, or ``{w=.., a=..}``.
+
+    Raises:
+        EvompError: not one of these forms, non-integer bits, or bits out of range.
+    """
+    hint = "e.g. 8, [8, 8] or {w = 8, a = 8}"
+    w: Any
+    a: Any
+    if isinstance(v, Mapping):
         extra = set(v) - {"w", "a"}
         if extra:
             raise EvompError(f"pin[{name!r}] accepts keys 'w' and 'a', not {sorted(extra)}")
+        if not v:
+            raise EvompError(f"pin[{name!r}] is empty; give bits, {hint}")
         w, a = v.get("w"), v.get("a")
-    elif isinstance(v, Sequence) and len(v) == 2:
-        w, a = int(v[0]), int(v[1])
+    elif isinstance(v, Sequence) and not isinstance(v, (str, bytes)) and len(v) == 2:
+        w, a = v[0], v[1]
+    elif _as_bits(v) is not None:
+        w = a = v
     else:
-        raise EvompError(f"pin[{name!r}] must be bits, e.g. 8 or [8, 8], got {v!r}")
-    if w is not None and not 0 <= int(w) <= MAX_BITS:
-        raise EvompError(f"pin[{name!r}] weight bits {w} outside 0..{MAX_BITS}")
-    if a is not None and not 1 <= int(a) <= MAX_BITS:
-        raise EvompError(f"pin[{name!r}] activation bits {a} outside 1..{MAX_BITS}")
-    return (None if w is None else int(w)), (None if a is None else int(a))
+        raise EvompError(f"pin[{name!r}] must be bits, {hint}, got {v!r}")
+    wi = None if w is None else _as_bits(w)
+    ai = None if a is None else _as_bits(a)
+    if (w is not None and wi is None) or (a is not None and ai is None):
+        raise EvompError(f"pin[{name!r}] must hold integer bits, {hint}, got {v!r}")
+    if wi is not None and not 0 <= wi <= MAX_BITS:
+        raise EvompError(f"pin[{name!r}] weight bits {wi} outside 0..{MAX_BITS}")
+    if ai is not None and not 1 <= ai <= MAX_BITS:
+        raise EvompError(f"pin[{name!r}] activation bits {ai} outside 1..{MAX_BITS}")
+    return wi, ai
 
 
 class SearchSpace:
@@ -79,9 +116,14 @@ class SearchSpace:
             exclude: module names left in float and out of the search and the costs.
 
         Raises:
-            EvompError: no quantizable layer, an unknown pinned/excluded name, bad bits.
+            EvompError: no quantizable layer, an unknown pinned/excluded name, bad bits
+                (non-integer bit choices included: ``2.5`` is never truncated to 2).
         """
+        w_choices = _bit_choices("w_bits", w_bits)
+        a_choices = _bit_choices("a_bits", a_bits)
         pin = dict(pin or {})
+        if isinstance(exclude, str):
+            raise EvompError(f"exclude must be a list of module names, got {exclude!r}")
         exclude = list(exclude)
         names = {n for n, _ in model.named_modules()}
         quantizable = [n for n, m in model.named_modules() if isinstance(m, QUANTIZABLE)]
@@ -100,6 +142,8 @@ class SearchSpace:
         both = set(pin) & set(exclude)
         if both:
             raise EvompError(f"layers {sorted(both)} are both pinned and excluded; pick one")
+        for k, v in pin.items():
+            _parse_pin(k, v)  # bad pin values fail before tracing
         records: dict[str, dict[str, Any]] = {}
         order: list[str] = []
         hooks = []
@@ -148,6 +192,7 @@ class SearchSpace:
         for n in order:
             m, r = mods[n], records[n]
             wp, ap = _parse_pin(n, pin[n]) if n in pin else (None, None)
+            ks: tuple[int, ...]
             if isinstance(m, nn.Linear):
                 kind, ks, groups = "linear", (), 1
                 fan_in = m.in_features
@@ -180,8 +225,8 @@ class SearchSpace:
         try:
             table = LayerTable(
                 layers=tuple(layers),
-                w_choices=tuple(int(b) for b in w_bits),
-                a_choices=tuple(int(b) for b in a_bits),
+                w_choices=w_choices,
+                a_choices=a_choices,
                 granularity=granularity,
             )
         except ValueError as e:

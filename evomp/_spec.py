@@ -1,16 +1,22 @@
-"""Run specifications: TOML parsed into frozen dataclasses, every key checked by name."""
+"""Run specifications: TOML parsed into frozen dataclasses, every key checked by name.
+
+Unknown keys and bad values are both rejected; every error names the key as
+``section.key`` (e.g. ``pretrain.epochs must be > 0, got 0``) and the fix.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evomp._errors import SpecError
+from evomp._errors import EvompError, SpecError
 
 __all__ = [
     "RunSpec",
@@ -25,6 +31,62 @@ __all__ = [
 ]
 
 
+SELECTIONS = ("ehvi", "uncertainty", "diverse")
+"""How each round picks candidates for true evaluation (``search.selection``)."""
+SURROGATES = ("auto", "gp", "forest", "boosting", "hawq")
+"""Accuracy predictors (``search.surrogate``)."""
+ENGINES = ("pymoo", "optuna")
+"""Search engines (``search.engine``)."""
+TASKS = ("mnist1d", "digits", "npz")
+"""Task kinds (``task.name``)."""
+
+
+# ------------------------------------------------------------------------- value checks
+def _fail(msg: str) -> typing.NoReturn:
+    raise SpecError(msg)
+
+
+def _number(key: str, v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        _fail(f"{key} must be a finite number, got {v!r}")
+    return float(v)
+
+
+def _integer(key: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        _fail(f"{key} must be an integer, got {v!r}")
+    return int(v)
+
+
+def _positive(key: str, v: Any) -> None:
+    if not _number(key, v) > 0:
+        _fail(f"{key} must be > 0, got {v!r}")
+
+
+def _at_least(key: str, v: Any, lo: int | float, integer: bool = True) -> None:
+    x = _integer(key, v) if integer else _number(key, v)
+    if x < lo:
+        _fail(f"{key} must be >= {lo}, got {v!r}")
+
+
+def _one_of(key: str, v: Any, choices: Sequence[str]) -> None:
+    if v not in choices:
+        _fail(f"{key} must be one of {', '.join(repr(c) for c in choices)}, got {v!r}")
+
+
+def _strings(key: str, v: Any, example: str) -> tuple[str, ...]:
+    if isinstance(v, str) or not isinstance(v, (list, tuple)):
+        _fail(f"{key} must be a list of strings, e.g. {example}, got {v!r}")
+    bad = [x for x in v if not isinstance(x, str) or not x]
+    if bad:
+        _fail(f"{key} must hold non-empty strings, e.g. {example}, got {list(v)}")
+    return tuple(v)
+
+
+def _set(obj: object, name: str, value: Any) -> None:
+    object.__setattr__(obj, name, value)  # normalise a field of a frozen dataclass
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """``[task]``: a built-in task (``mnist1d``, ``digits``) or ``npz`` with ``path``."""
@@ -36,12 +98,24 @@ class TaskSpec:
     model_kwargs: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.name not in ("mnist1d", "digits", "npz"):
+        if self.name not in TASKS:
             raise SpecError(f"task.name must be 'mnist1d', 'digits' or 'npz', got {self.name!r}")
         if self.name == "npz" and not self.path:
             raise SpecError("task.path is required when task.name = 'npz'")
-        if not 0 < self.val_fraction < 1:
+        if not 0 < _number("task.val_fraction", self.val_fraction) < 1:
             raise SpecError(f"task.val_fraction must lie in (0, 1), got {self.val_fraction}")
+        if self.model:
+            from evomp.tasks._builtin import _ALLOWED
+            from evomp.tasks._zoo import MODELS
+
+            allowed = list(_ALLOWED.get(self.name, sorted(MODELS)))
+            if self.model not in allowed:
+                raise SpecError(
+                    f"task.model must be one of {', '.join(repr(m) for m in allowed)} for "
+                    f"task.name = {self.name!r}, got {self.model!r}"
+                )
+        if not isinstance(self.model_kwargs, dict):
+            raise SpecError(f"task.model_kwargs must be a table, got {self.model_kwargs!r}")
 
 
 @dataclass(frozen=True)
@@ -57,6 +131,8 @@ class SpaceSpec:
     def __post_init__(self) -> None:
         for key, lo in (("w_bits", 0), ("a_bits", 1)):
             v = getattr(self, key)
+            if isinstance(v, str) or not isinstance(v, (list, tuple)):
+                raise SpecError(f"space.{key} must be a list of bit-widths, e.g. [2, 4, 8]")
             if not v:
                 raise SpecError(f"space.{key} is empty; give bit-widths, e.g. [2, 4, 8]")
             if any(not isinstance(b, int) or isinstance(b, bool) for b in v):
@@ -65,10 +141,24 @@ class SpaceSpec:
                 raise SpecError(
                     f"space.{key} must be increasing bit-widths in {lo}..16, got {list(v)}"
                 )
+            _set(self, key, tuple(v))
         if self.granularity not in ("channel", "layer"):
             raise SpecError(
                 f"space.granularity must be 'channel' or 'layer', got {self.granularity!r}"
             )
+        _set(self, "exclude", _strings("space.exclude", self.exclude, '["fc"]'))
+        if not isinstance(self.pin, dict):
+            raise SpecError(f"space.pin must be a table of layer -> bits, got {self.pin!r}")
+        from evomp._space import _parse_pin
+
+        for name, v in self.pin.items():
+            try:
+                _parse_pin(name, v)
+            except EvompError as e:
+                raise SpecError(f"space.pin.{name}: {e}") from e
+        both = sorted(set(self.pin) & set(self.exclude))
+        if both:
+            raise SpecError(f"space.pin and space.exclude both name {both}; pick one")
 
 
 @dataclass(frozen=True)
@@ -79,6 +169,12 @@ class PretrainSpec:
     lr: float = 3e-3
     batch_size: int = 128
     weight_decay: float = 1e-4
+
+    def __post_init__(self) -> None:
+        _positive("pretrain.epochs", _integer("pretrain.epochs", self.epochs))
+        _positive("pretrain.batch_size", _integer("pretrain.batch_size", self.batch_size))
+        _positive("pretrain.lr", self.lr)
+        _at_least("pretrain.weight_decay", self.weight_decay, 0, integer=False)
 
 
 @dataclass(frozen=True)
@@ -91,10 +187,23 @@ class QATSpec:
     quant_lr: float = 1e-2
     batch_size: int = 128
 
+    def __post_init__(self) -> None:
+        _at_least("qat.steps", self.steps, 0)
+        _at_least("qat.final_steps", self.final_steps, 0)
+        _positive("qat.lr", self.lr)
+        _positive("qat.quant_lr", self.quant_lr)
+        _positive("qat.batch_size", _integer("qat.batch_size", self.batch_size))
+
 
 @dataclass(frozen=True)
 class SearchSpec:
-    """``[search]``: engine, objectives, constraints and budgets of the search."""
+    """``[search]``: engine, objectives, constraints and budgets of the search.
+
+    ``objectives`` holds ``accuracy`` and at least one hardware metric; every metric of
+    the objectives and constraints must come from a registered model, or from a model in
+    ``hardware`` whose metrics depend on its parameters (e.g. the columns of a ``table``
+    model's measurements).
+    """
 
     engine: str = "pymoo"
     algorithm: str = "nsga2"
@@ -117,19 +226,83 @@ class SearchSpec:
     probes: int = 16
 
     def __post_init__(self) -> None:
-        if self.engine not in ("pymoo", "optuna"):
-            raise SpecError(f"search.engine must be 'pymoo' or 'optuna', got {self.engine!r}")
-        if "accuracy" not in self.objectives:
-            raise SpecError("search.objectives must include 'accuracy'")
-        if len(self.objectives) < 2:
-            raise SpecError("search.objectives needs accuracy and at least one hardware metric")
-        for k in ("budget", "initial", "per_round", "generations", "population", "jobs"):
-            if getattr(self, k) < 1:
-                raise SpecError(f"search.{k} must be >= 1, got {getattr(self, k)}")
+        from evomp.engines import ALGORITHMS, SAMPLERS
+        from surrogates import METHODS
+
+        _one_of("search.engine", self.engine, ENGINES)
+        _one_of("search.algorithm", self.algorithm, ALGORITHMS)
+        _one_of("search.sampler", self.sampler, SAMPLERS)
+        _one_of("search.selection", self.selection, SELECTIONS)
+        _one_of("search.surrogate", self.surrogate, SURROGATES)
+        _one_of("search.sensitivity", self.sensitivity, METHODS)
+        for k in ("budget", "initial", "per_round", "generations", "jobs", "final_max",
+                  "probes"):
+            _at_least(f"search.{k}", getattr(self, k), 1)
+        _at_least("search.population", self.population, 2)
+        _at_least("search.time_limit_s", self.time_limit_s, 0, integer=False)
+        if not 0 <= _number("search.final_min_accuracy", self.final_min_accuracy) <= 1:
+            raise SpecError(
+                f"search.final_min_accuracy must lie in [0, 1], got {self.final_min_accuracy!r}"
+            )
         if self.initial > self.budget:
             raise SpecError(
                 f"search.initial ({self.initial}) exceeds search.budget ({self.budget})"
             )
+        self._check_metrics()
+
+    def _check_metrics(self) -> None:
+        """Hardware models registered; objectives and constraints well-formed and provided."""
+        import hwmodels
+        from evomp._objectives import parse_constraint
+
+        hardware = _strings("search.hardware", self.hardware, '["memory", "mpic"]')
+        known = hwmodels.available()
+        unknown = [h for h in hardware if h not in known]
+        if unknown:
+            raise SpecError(
+                f"search.hardware names unknown model(s) {unknown}; registered models are "
+                f"{known} (see 'evomp hw list')"
+            )
+        _set(self, "hardware", hardware)
+        objectives = _strings("search.objectives", self.objectives,
+                              '["accuracy", "memory_bytes"]')
+        if "accuracy" not in objectives:
+            raise SpecError("search.objectives must include 'accuracy'")
+        if len(set(objectives)) != len(objectives):
+            raise SpecError(f"search.objectives repeat a metric: {list(objectives)}")
+        if len(objectives) < 2:
+            raise SpecError(
+                "search.objectives needs accuracy and at least one hardware metric, e.g. "
+                '["accuracy", "memory_bytes"]: a search over accuracy alone has no trade-off'
+            )
+        _set(self, "objectives", objectives)
+        constraints = _strings("search.constraints", self.constraints,
+                               '["memory_bytes <= 40000"]')
+        parsed = []
+        for c in constraints:
+            try:
+                parsed.append(parse_constraint(c))
+            except EvompError as e:
+                raise SpecError(f"search.constraints: {e}") from e
+        _set(self, "constraints", constraints)
+        # registered models declare their metrics; a model without class-level metrics
+        # (table, callable, such plugins) decides them from its parameters at run time
+        if any(not hwmodels.model_class(h).metrics for h in hardware):
+            return
+        for key, metrics in (("search.objectives", objectives),
+                             ("search.constraints", [c.metric for c in parsed])):
+            for m in metrics:
+                if m == "accuracy":
+                    continue
+                try:
+                    hwmodels.metric_owner(m)
+                except ValueError:
+                    static = sorted({x for n in known for x in hwmodels.model_class(n).metrics})
+                    raise SpecError(
+                        f"{key} names metric {m!r} that no hardware model provides; known "
+                        f"metrics are {static} (see 'evomp hw list'); a measured metric "
+                        "needs a 'table' model in search.hardware"
+                    ) from None
 
 
 @dataclass(frozen=True)
@@ -155,12 +328,48 @@ class RunSpec:
     source: str = ""
 
     def __post_init__(self) -> None:
-        if not self.name or "/" in self.name or self.name.startswith("."):
+        if not isinstance(self.name, str) or not self.name or "/" in self.name or (
+            self.name.startswith(".")
+        ):
             raise SpecError(f"name must be a plain directory name, got {self.name!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise SpecError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
-        if self.threads < 0:
+        if _integer("threads", self.threads) < 0:
             raise SpecError("threads must be >= 0 (0 = all cores)")
+        if _integer("seed", self.seed) < 0:
+            raise SpecError(f"seed must be >= 0, got {self.seed}")
+        self._check_hw()
+        if not isinstance(self.baselines, dict):
+            raise SpecError(f"baselines must be a table, got {self.baselines!r}")
+        for method, params in self.baselines.items():
+            if not isinstance(params, dict):
+                raise SpecError(
+                    f"[baselines.{method}] must be a table of parameters, got {params!r}"
+                )
+
+    def _check_hw(self) -> None:
+        """``[hw.<model>]`` names a registered model, with keys among its parameters."""
+        import hwmodels
+
+        if not isinstance(self.hw, dict):
+            raise SpecError(f"hw must be a table of [hw.<model>] tables, got {self.hw!r}")
+        known = hwmodels.available()
+        for model, params in self.hw.items():
+            if model not in known:
+                raise SpecError(
+                    f"[hw.{model}] names no registered hardware model; registered models "
+                    f"are {known} (see 'evomp hw list')"
+                )
+            if not isinstance(params, dict):
+                raise SpecError(f"[hw.{model}] must be a table of parameters, got {params!r}")
+            allowed = sorted(hwmodels.model_class(model).parameters)
+            unknown = sorted(set(params) - set(allowed))
+            if unknown:
+                raise SpecError(
+                    f"hw.{model}.{unknown[0]} is not a parameter of hardware model "
+                    f"{model!r}" + (f" (nor are {unknown[1:]})" if unknown[1:] else "")
+                    + f"; its parameters are {allowed} (see 'evomp hw list')"
+                )
 
 
 _SECTIONS = {

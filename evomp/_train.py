@@ -9,13 +9,14 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from evomp._errors import EvompError
 from evomp.tasks import Task, batches
-from evomp.tasks._task import Data
+from evomp.tasks._task import Data, TensorData
 
 __all__ = [
     "TrainConfig",
@@ -26,6 +27,7 @@ __all__ = [
     "pretrain",
     "evaluate_model",
     "train_steps",
+    "steps_per_epoch",
     "make_adam",
 ]
 
@@ -80,6 +82,11 @@ class Diverged(RuntimeError):
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """The torch device to run on: ``"auto"`` is CUDA when available, else the CPU.
+
+    Raises:
+        EvompError: CUDA requested on a machine without it.
+    """
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
@@ -130,6 +137,7 @@ def train_steps(
 
     Raises:
         Diverged: a NaN or infinite loss.
+        EvompError: an epoch of ``task.train`` yielded no batch (training could not progress).
     """
     if steps <= 0:
         return float("nan")
@@ -143,6 +151,7 @@ def train_steps(
     step = 0
     recent: list[float] = []
     while step < steps:
+        before = step
         for x, y in batches(task.train, batch_size, shuffle=True, generator=gen, device=device):
             loss = task.loss_fn(model(x), y)
             if not torch.isfinite(loss):
@@ -155,6 +164,8 @@ def train_steps(
             step += 1
             if step >= steps:
                 break
+        if step == before:
+            raise EvompError(_EMPTY_EPOCH)
     tail = recent[-20:]
     return sum(tail) / len(tail)
 
@@ -167,8 +178,56 @@ def make_adam(param_groups: list[dict]) -> torch.optim.Optimizer:
         return torch.optim.Adam(param_groups)
 
 
-def _cache_key(task: Task, cfg: TrainConfig) -> str:
-    blob = json.dumps({"task": task.fingerprint(), "cfg": asdict(cfg)}, sort_keys=True)
+_EMPTY_EPOCH = (
+    "the training data yielded no batch in a whole epoch (a DataLoader with drop_last=True "
+    "and fewer samples than its batch_size?); give the train DataLoader a smaller "
+    "batch_size, set drop_last=False, or provide more training samples"
+)
+
+
+def steps_per_epoch(data: Data, batch_size: int) -> int:
+    """Optimizer steps in one pass over a training split.
+
+    Tensor splits are cut into ``batch_size`` mini-batches; a user ``DataLoader`` batches
+    by itself, so one epoch is ``len(loader)`` steps (counted by one pass when the loader
+    has no length, e.g. over an ``IterableDataset``).
+
+    Raises:
+        EvompError: the split yields no batch at all.
+    """
+    if isinstance(data, TensorData):
+        n = math.ceil(len(data) / batch_size)
+    else:
+        try:
+            n = len(data)  # type: ignore[arg-type]
+        except TypeError:  # an IterableDataset without __len__: count one pass
+            n = sum(1 for _ in data)
+    if n <= 0:
+        raise EvompError(_EMPTY_EPOCH)
+    return int(n)
+
+
+def _architecture(model: nn.Module) -> list[list]:
+    """Names, shapes and dtypes of a model's state: a checkpoint of another shape never loads."""
+    return [[k, list(v.shape), str(v.dtype)] for k, v in model.state_dict().items()]
+
+
+def _cache_key(task: Task, cfg: TrainConfig, model: nn.Module | None = None) -> str:
+    """The float-pretrain cache key: task fingerprint, model architecture and ``cfg``.
+
+    Args:
+        task: the task.
+        cfg: the training settings.
+        model: a fresh model of ``task.model_factory`` if one is at hand; otherwise one is
+            built (with the global RNG state restored afterwards).
+    """
+    if model is None:
+        with torch.random.fork_rng(devices=[]):
+            model = task.model_factory()
+    doc: dict[str, Any] = {
+        "task": task.fingerprint(), "cfg": asdict(cfg), "arch": _architecture(model)
+    }
+    blob = json.dumps(doc, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -180,15 +239,19 @@ def pretrain(
 ) -> tuple[nn.Module, dict]:
     """Train the task's model in float, or load it from ``cache_path`` if trained before.
 
-    The cache is keyed by the task's data fingerprint and ``cfg``; a stale checkpoint is
-    retrained (and overwritten), never silently reused.
+    The cache is keyed by the task's fingerprint (data, model name and model keyword
+    arguments), the model's architecture (parameter names and shapes) and ``cfg``; a stale
+    checkpoint is retrained (and overwritten), never silently reused.
+
+    An epoch is one pass over ``task.train``: ``ceil(n / cfg.batch_size)`` steps for tensor
+    splits, ``len(loader)`` steps for a user DataLoader (which uses its own batch size).
 
     Returns:
         ``(model, info)`` with ``info`` holding val/test accuracy, seconds and whether cached.
     """
     device = torch.device(device)
-    key = _cache_key(task, cfg)
     model = task.model_factory().to(device)
+    key = _cache_key(task, cfg, model)
     if cache_path is not None:
         p = Path(cache_path)
         if p.is_file():
@@ -200,14 +263,10 @@ def pretrain(
     torch.manual_seed(cfg.seed)
     model = task.model_factory().to(device)
     t0 = time.perf_counter()
-    n_train = len(task.train) if hasattr(task.train, "__len__") else 0
-    steps_per_epoch = max(1, math.ceil(n_train / cfg.batch_size)) if n_train else None
-    if steps_per_epoch is None:
-        steps_per_epoch = len(task.train)  # a DataLoader's number of batches
     train_steps(
         model,
         task,
-        cfg.epochs * steps_per_epoch,
+        cfg.epochs * steps_per_epoch(task.train, cfg.batch_size),
         [{"params": list(model.parameters()), "lr": cfg.lr, "weight_decay": cfg.weight_decay}],
         cfg.batch_size,
         cfg.seed,

@@ -413,7 +413,9 @@ def _check_choices(what: str, choices: Sequence[int], lo: int) -> None:
     if any(b < lo or b > MAX_BITS for b in choices):
         raise ValueError(f"{what} must lie in {lo}..{MAX_BITS}, got {tuple(choices)}")
     if list(choices) != sorted(set(choices)):
-        raise ValueError(f"{what} must be strictly increasing without repeats, got {tuple(choices)}")
+        raise ValueError(
+            f"{what} must be strictly increasing without repeats, got {tuple(choices)}"
+        )
 
 
 def _bits_to_index(bits: np.ndarray, choices: Sequence[int], what: str) -> np.ndarray:

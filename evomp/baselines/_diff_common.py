@@ -423,8 +423,16 @@ def cost_lut(ctx: Any, kind: str, options: Sequence[tuple[tuple[int, ...], tuple
         return luts
     model_name, _, metric = kind.rpartition(":")
     try:
-        model_name = model_name or hwmodels.metric_owner(metric)
-        model = hwmodels.get(model_name, table=t, **dict(ctx.spec.hw.get(model_name, {})))
+        model = None
+        if not model_name:  # the run's own models first: a table's columns are metrics too
+            for h in ctx.spec.search.hardware:
+                cand = hwmodels.get(h, table=t, **dict(ctx.spec.hw.get(h, {})))
+                if metric in cand.metrics:
+                    model = cand
+                    break
+        if model is None:
+            model_name = model_name or hwmodels.metric_owner(metric)
+            model = hwmodels.get(model_name, table=t, **dict(ctx.spec.hw.get(model_name, {})))
     except (KeyError, ValueError) as e:
         raise EvompError(
             f"no hardware model gives the cost {kind!r} ({e}); use 'size', 'bitops', 'mpic' "

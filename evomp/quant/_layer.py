@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from evomp._errors import EvompError
 from evomp.quant._functional import (
     calibrate_alpha,
     init_weight_scale,
@@ -20,6 +23,42 @@ QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
 _MAX_BITS = 16
 
 
+def _check_weight_bits(w_bits: object, out_channels: int) -> torch.Tensor:
+    """``(out_channels,)`` long tensor of weight bits, validated."""
+    t = torch.as_tensor(w_bits)
+    if t.dtype == torch.bool or (t.is_floating_point() and not bool((t == t.round()).all())):
+        raise EvompError(f"weight bits must be integers in 0..{_MAX_BITS}, got {t.tolist()}")
+    t = t.to(torch.long).reshape(-1) if t.dim() else t.to(torch.long).reshape(1)
+    if t.numel() != out_channels:
+        raise EvompError(
+            f"got {t.numel()} weight bit-widths for a layer with {out_channels} output "
+            "channels; give one per channel"
+        )
+    if t.numel() and (int(t.min()) < 0 or int(t.max()) > _MAX_BITS):
+        bad = sorted({int(b) for b in t.tolist() if not 0 <= b <= _MAX_BITS})
+        raise EvompError(
+            f"weight bits {bad} are outside 0..{_MAX_BITS} (0 = pruned channel); "
+            f"use bit-widths from 0 to {_MAX_BITS}"
+        )
+    return t
+
+
+def _check_act_bits(a_bits: object) -> int:
+    """Activation bits as an int in ``1..16``, validated."""
+    if isinstance(a_bits, torch.Tensor):
+        a_bits = a_bits.item()
+    if (isinstance(a_bits, bool) or not isinstance(a_bits, numbers.Real)
+            or not float(a_bits).is_integer()):
+        raise EvompError(f"activation bits must be an integer in 1..{_MAX_BITS}, got {a_bits!r}")
+    b = int(a_bits)  # type: ignore[call-overload]
+    if not 1 <= b <= _MAX_BITS:
+        raise EvompError(
+            f"activation bits {b} are outside 1..{_MAX_BITS}; use 1 to {_MAX_BITS} bits "
+            "(activations cannot be pruned)"
+        )
+    return b
+
+
 class QuantLayer(nn.Module):
     """Wraps one ``nn.Conv1d``/``nn.Conv2d``/``nn.Linear`` with fake-quantized weights and input.
 
@@ -31,6 +70,11 @@ class QuantLayer(nn.Module):
         ``a_table`` buffer ``(17,)``: calibrated MSE-optimal range for every bit-width.
         ``a_signed`` buffer ``()``: whether the input is signed (set at calibration).
     """
+
+    w_bits: torch.Tensor
+    a_bits: torch.Tensor
+    a_table: torch.Tensor
+    a_signed: torch.Tensor
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
@@ -54,21 +98,32 @@ class QuantLayer(nn.Module):
     # ------------------------------------------------------------ configuration
     @torch.no_grad()
     def set_bits(self, w_bits: torch.Tensor | None = None, a_bits: int | None = None) -> None:
-        """Set bit-widths in place and re-initialise the matching quantizer ranges."""
+        """Set bit-widths in place and re-initialise the matching quantizer ranges.
+
+        Args:
+            w_bits: ``(out_channels,)`` integer weight bits in ``0..16`` (0 = pruned), or
+                ``None`` to keep them.
+            a_bits: input-activation bits in ``1..16``, or ``None`` to keep them.
+
+        Raises:
+            EvompError: a bit-width out of range, non-integer bits, or a wrong channel count.
+        """
         if w_bits is not None:
-            self.w_bits.copy_(torch.as_tensor(w_bits, dtype=torch.long))
+            wb = _check_weight_bits(w_bits, self.w_bits.shape[0])
+            self.w_bits.copy_(wb.to(self.w_bits.device))
             self.init_weight_scale()
         if a_bits is not None:
-            self.a_bits.fill_(int(a_bits))
-            self._a_bits = int(a_bits)
-            self.a_alpha.copy_(self.a_table[int(a_bits)])
+            ab = _check_act_bits(a_bits)
+            self.a_bits.fill_(ab)
+            self._a_bits = ab
+            self.a_alpha.copy_(self.a_table[ab])
 
     @torch.no_grad()
     def init_weight_scale(self) -> None:
         """MSE-optimal per-channel scales for the current bits and weights."""
         w = self.module.weight
         self.w_scale.copy_(init_weight_scale(w, self.w_bits))
-        self._consts = weight_quant_consts(self.w_bits, w.dim(), w.dtype)
+        self._refresh_consts()
 
     @torch.no_grad()
     def calibrate(self, x: torch.Tensor) -> None:
@@ -84,6 +139,15 @@ class QuantLayer(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._signed = bool(self.a_signed)
         self._a_bits = int(self.a_bits)
+        self._refresh_consts()
+
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def,override]
+        """``.to()``, ``.cuda()``, ``.double()``...: the cached constants follow the weights."""
+        out = super()._apply(fn, recurse)
+        self._refresh_consts()
+        return out
+
+    def _refresh_consts(self) -> None:
         w = self.module.weight
         self._consts = weight_quant_consts(self.w_bits, w.dim(), w.dtype)
 

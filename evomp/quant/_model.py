@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 import numpy as np
 import torch
 from torch import nn
 
+from evomp._bitconfig import BitConfig
 from evomp._errors import EvompError
 from evomp.quant._layer import QuantLayer
 
@@ -25,7 +26,8 @@ class QuantModel(nn.Module):
     """A copy of a float model whose quantizable layers are :class:`QuantLayer` s.
 
     The layers follow a :class:`~hwmodels.LayerTable` (names and order). Switching between
-    configurations only writes buffers (``set_bits``); ``reset_float`` restores the float
+    configurations only writes buffers (``set_bits`` for decoded genomes, ``apply_config``
+    for a :class:`~evomp.BitConfig`); ``reset_float`` restores the float
     weights, BatchNorm statistics and calibrated ranges captured at construction, so every
     evaluation starts from the same point.
 
@@ -78,7 +80,9 @@ class QuantModel(nn.Module):
             self.train(was_training)
         for i, q in enumerate(self.qlayers):
             if not inputs[i]:
-                raise EvompError(f"layer {self.layer_names[i]!r} was not reached during calibration")
+                raise EvompError(
+                    f"layer {self.layer_names[i]!r} was not reached during calibration"
+                )
             q.calibrate(torch.cat([t.reshape(-1) for t in inputs[i]]))
         self.snapshot()
 
@@ -109,15 +113,56 @@ class QuantModel(nn.Module):
             w_bits: ``(n_channels,)`` weight bits in layer-table channel order.
             a_bits: ``(n_layers,)`` activation bits.
             layer_start: ``(n_layers + 1,)`` channel offsets of each layer.
+
+        Raises:
+            EvompError: arrays that do not match the layers, or bits out of range.
         """
-        w = torch.as_tensor(np.asarray(w_bits), dtype=torch.long)
+        w = torch.as_tensor(np.asarray(w_bits))
+        a = np.asarray(a_bits).reshape(-1)
+        n = len(self.qlayers)
+        if len(layer_start) != n + 1 or a.shape[0] != n or w.reshape(-1).shape[0] != int(
+            layer_start[-1]
+        ):
+            raise EvompError(
+                f"set_bits expects {n} activation bit-widths and weight bits for "
+                f"{int(layer_start[-1]) if len(layer_start) else 0} channels over {n} layers, "
+                f"got {a.shape[0]} and {w.numel()} (layer_start of length {len(layer_start)}); "
+                "decode genomes with the SearchSpace this model was built from"
+            )
+        w = w.reshape(-1)
         for i, q in enumerate(self.qlayers):
-            q.set_bits(w[layer_start[i] : layer_start[i + 1]], int(a_bits[i]))
+            q.set_bits(w[int(layer_start[i]) : int(layer_start[i + 1])], int(a[i]))
 
     @torch.no_grad()
-    def set_bits_by_name(self, w_bits: Mapping[str, object], a_bits: Mapping[str, int]) -> None:
-        for name, q in zip(self.layer_names, self.qlayers):
-            q.set_bits(torch.as_tensor(w_bits[name], dtype=torch.long), int(a_bits[name]))
+    def apply_config(self, config: BitConfig) -> None:
+        """Write a :class:`~evomp.BitConfig` (bits keyed by module name) into the buffers.
+
+        Raises:
+            EvompError: the configuration names other layers than this model's, or gives a
+                layer a channel count other than its output channels.
+        """
+        names = self.layer_names
+        for what, d in (("weights", config.weights), ("activations", config.activations)):
+            missing = [n for n in names if n not in d]
+            extra = [n for n in d if n not in names]
+            if missing or extra:
+                parts = ([f"lacks layers {missing}"] if missing else []) + (
+                    [f"names unknown layers {extra}"] if extra else [])
+                raise EvompError(
+                    f"BitConfig does not match the model: {what} {'; '.join(parts)} "
+                    f"(quantized layers are {names})"
+                )
+        for name, q in zip(names, self.qlayers, strict=True):
+            n_out = int(q.w_bits.shape[0])
+            if len(config.weights[name]) != n_out:
+                raise EvompError(
+                    f"BitConfig does not match the model: weights[{name!r}] has "
+                    f"{len(config.weights[name])} channels, the layer has {n_out}; give one "
+                    "bit-width per output channel"
+                )
+        for name, q in zip(names, self.qlayers, strict=True):
+            q.set_bits(torch.as_tensor(config.weights[name], dtype=torch.long),
+                       int(config.activations[name]))
 
     def quant_parameters(self) -> list[nn.Parameter]:
         """The quantizer parameters (scales and ranges), for a separate learning rate."""

@@ -17,26 +17,35 @@ _DEFAULT_MODEL = {"mnist1d": "cnn1d", "digits": "resnet8"}
 _ALLOWED = {"mnist1d": ("cnn1d", "dscnn1d"), "digits": ("resnet8", "mobilenetv1")}
 
 
-@functools.lru_cache(maxsize=4)
-def _mnist1d_arrays(seed: int) -> tuple[np.ndarray, ...]:
+@functools.lru_cache(maxsize=1)
+def _mnist1d_arrays() -> tuple[np.ndarray, ...]:
+    """The canonical MNIST-1D data: the package's default arguments, its data seed included.
+
+    The data never depends on a run's seed, so runs with different seeds (and results
+    across papers) share the same train and test sets; the run seed only picks the
+    validation split.
+    """
     from mnist1d.data import get_dataset_args, make_dataset
 
-    args = get_dataset_args()
-    args.seed = seed
+    args = get_dataset_args()  # canonical arguments, including the fixed data seed
     d = make_dataset(args)  # generated locally; never the downloading get_dataset
     x = d["x"].astype(np.float32)[:, None, :]
     xt = d["x_test"].astype(np.float32)[:, None, :]
     return x, np.asarray(d["y"], dtype=np.int64), xt, np.asarray(d["y_test"], dtype=np.int64)
 
 
-@functools.lru_cache(maxsize=2)
-def _digits_arrays(seed: int) -> tuple[np.ndarray, ...]:
+_DIGITS_SPLIT_SEED = 0  # fixed: the test set never depends on a run's seed
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_arrays() -> tuple[np.ndarray, ...]:
+    """scikit-learn digits with a fixed train/test split (360 test images)."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
     x = d.images.astype(np.float32)[:, None, :, :] / 16.0
     y = d.target.astype(np.int64)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_DIGITS_SPLIT_SEED)
     perm = rng.permutation(len(x))
     n_test = 360
     te, tr = perm[:n_test], perm[n_test:]
@@ -56,9 +65,12 @@ def get_task(
     Args:
         name: task name.
         model: architecture from the zoo; default ``cnn1d`` (mnist1d), ``resnet8`` (digits).
-        seed: data-generation and validation-split seed.
+        seed: validation-split seed. The train and test data themselves are fixed (MNIST-1D
+            is generated with the package's canonical data seed, digits is split with a
+            fixed seed), so runs with different seeds share them.
         val_fraction: share of the training set held out for validation.
-        model_kwargs: keyword arguments of the model factory (e.g. ``width``).
+        model_kwargs: keyword arguments of the model factory (e.g. ``width``); they are
+            part of the task's fingerprint, i.e. of the float-pretrain cache key.
     """
     if name not in _DEFAULT_MODEL:
         raise EvompError(f"unknown task {name!r}; built-in tasks are {sorted(_DEFAULT_MODEL)}")
@@ -67,7 +79,7 @@ def get_task(
         raise EvompError(
             f"model {model!r} does not fit task {name!r}; choose one of {list(_ALLOWED[name])}"
         )
-    arrays = _mnist1d_arrays(seed) if name == "mnist1d" else _digits_arrays(seed)
+    x_train, y_train, x_test, y_test = _mnist1d_arrays() if name == "mnist1d" else _digits_arrays()
     kw = dict(model_kwargs or {})
     factory = MODELS[model]
 
@@ -75,12 +87,16 @@ def get_task(
         return factory(**kw)
 
     return from_arrays(
-        *arrays,
+        x_train,
+        y_train,
+        x_test,
+        y_test,
         model_factory=make,
         name=name,
         model_name=model,
         val_fraction=val_fraction,
         seed=seed,
+        model_kwargs=kw,
     )
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+import json
+import types
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 
 from evomp._errors import EvompError
 
@@ -77,6 +79,10 @@ class Task:
         loss_fn: ``loss_fn(logits, y) -> scalar tensor``.
         metric: ``metric(logits, y) -> float`` (higher is better), averaged over samples.
         model_name: name of the model architecture (for cache keys and manifests).
+        info: free-form facts about the data (e.g. normalisation statistics).
+        model_kwargs: keyword arguments ``model_factory`` applies (e.g. ``{"width": 8}``);
+            part of :meth:`fingerprint`, so models of another configuration never share a
+            cached float checkpoint.
     """
 
     name: str
@@ -88,22 +94,65 @@ class Task:
     metric: Callable[[torch.Tensor, torch.Tensor], float] = accuracy
     model_name: str = "custom"
     info: dict[str, Any] = field(default_factory=dict)
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def example_input(self, n: int = 8) -> torch.Tensor:
         x, _ = next(batches(self.train, n))
         return x[:n]
 
     def fingerprint(self) -> str:
-        """A short hash of the data (shapes and a sample of values) and the model name."""
-        h = hashlib.sha256(f"{self.name}|{self.model_name}".encode())
+        """A short hash of the task: names, model keyword arguments and the data.
+
+        Tensor data is hashed by shape and a sample of values; a DataLoader by its dataset
+        (the tensors of a ``TensorDataset``, otherwise the dataset's type and length, or
+        "unsized" for an ``IterableDataset`` without one) and its batching.
+        """
+        h = hashlib.sha256(f"{self.name}|{self.model_name}|".encode())
+        h.update(_stable_json(self.model_kwargs).encode())
         for split in (self.train, self.val, self.test):
             if isinstance(split, TensorData):
-                h.update(str(tuple(split.x.shape)).encode())
-                h.update(split.x.reshape(-1)[:: max(1, split.x.numel() // 4096)].numpy().tobytes())
-                h.update(split.y.numpy().tobytes())
+                _hash_tensors(h, (split.x, split.y))
             else:
-                h.update(f"loader:{len(split.dataset)}".encode())  # type: ignore[arg-type]
+                h.update(_describe_loader(split).encode())
+                ds = getattr(split, "dataset", None)
+                if isinstance(ds, TensorDataset):
+                    _hash_tensors(h, ds.tensors)
         return h.hexdigest()[:16]
+
+
+def _stable_json(obj: Any) -> str:
+    """JSON of model keyword arguments; functions and classes by qualified name."""
+
+    def default(o: Any) -> str:
+        if isinstance(o, (type, types.FunctionType, types.BuiltinFunctionType)):
+            return f"{o.__module__}.{o.__qualname__}"
+        return repr(o)
+
+    return json.dumps(obj, sort_keys=True, default=default)
+
+
+def _hash_tensors(h: Any, tensors: Iterable[torch.Tensor]) -> None:
+    for t in tensors:
+        t = t.detach().cpu()
+        h.update(f"{tuple(t.shape)}|{t.dtype}".encode())
+        flat = t.reshape(-1)
+        sample = flat[:: max(1, flat.numel() // 4096)].contiguous()
+        h.update(sample.view(torch.uint8).numpy().tobytes())  # any dtype, bfloat16 included
+
+
+def _describe_loader(loader: Any) -> str:
+    """A stable description of a user DataLoader (never iterates it)."""
+    ds = getattr(loader, "dataset", loader)
+    kind = f"{type(ds).__module__}.{type(ds).__qualname__}"
+    try:
+        n: Any = len(ds)
+    except TypeError:  # an IterableDataset (or any iterable) without a length
+        n = "unsized"
+    batching = (
+        f"batch_size={getattr(loader, 'batch_size', None)},"
+        f"drop_last={getattr(loader, 'drop_last', None)}"
+    )
+    return f"loader:{kind}:{n}:{batching}"
 
 
 def _split_val(
@@ -130,11 +179,14 @@ def from_arrays(
     val_fraction: float = 0.125,
     seed: int = 0,
     standardize: bool = True,
+    model_kwargs: Mapping[str, Any] | None = None,
 ) -> Task:
     """A classification task from numpy arrays.
 
     The validation split is carved from the training set (``val_fraction``, seeded);
     inputs are standardised with training statistics (one mean and std for all features).
+    ``model_kwargs`` records the keyword arguments ``model_factory`` applies (it does not
+    apply them): they enter :meth:`Task.fingerprint`, i.e. the float-pretrain cache key.
     """
     arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
     for k, a in arrays.items():
@@ -165,6 +217,7 @@ def from_arrays(
         test=td(x_test, y_test),
         model_name=model_name,
         info={"mean": mean, "std": std, "n_classes": int(max(y_train.max(), y_test.max()) + 1)},
+        model_kwargs=dict(model_kwargs or {}),
     )
 
 
@@ -178,7 +231,9 @@ def from_npz(
     with np.load(p) as z:
         missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z]
         if missing:
-            raise EvompError(f"{p} lacks arrays {missing}; it needs x_train, y_train, x_test, y_test")
+            raise EvompError(
+                f"{p} lacks arrays {missing}; it needs x_train, y_train, x_test, y_test"
+            )
         arrs = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
     kwargs.setdefault("name", p.stem)
     return from_arrays(**arrs, model_factory=model_factory, **kwargs)

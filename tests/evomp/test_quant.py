@@ -172,3 +172,109 @@ def test_unknown_module_is_clear_error(tiny_model) -> None:
 
     with pytest.raises(EvompError, match="no module named 'nope'"):
         QuantModel(tiny_model, ["nope"])
+
+
+# ------------------------------------------------------------------- bit range checks
+@pytest.mark.parametrize(
+    "w_bits, a_bits, match",
+    [
+        (None, 0, r"activation bits 0 are outside 1\.\.16"),
+        (None, 17, r"activation bits 17 are outside 1\.\.16"),
+        (None, 2.5, "activation bits must be an integer"),
+        ([8, 8, 8, 8, 8, 17], None, r"weight bits \[17\] are outside 0\.\.16"),
+        ([8, 8, -1, 8, 8, 8], None, r"weight bits \[-1\] are outside 0\.\.16"),
+        ([8], None, "got 1 weight bit-widths for a layer with 6 output channels"),
+        ([8.5] * 6, None, "weight bits must be integers"),
+    ],
+)
+def test_set_bits_rejects_out_of_range(tiny_model, tiny_input, tiny_space, w_bits, a_bits,
+                                       match) -> None:
+    from evomp import EvompError
+
+    qm = QuantModel(tiny_model, tiny_space.layer_names)
+    qm.calibrate([tiny_input])
+    conv = qm.qlayers[0]
+    before = conv.w_bits.clone(), int(conv.a_bits)
+    with pytest.raises(EvompError, match=match):
+        conv.set_bits(None if w_bits is None else torch.tensor(w_bits), a_bits)
+    assert torch.equal(conv.w_bits, before[0]) and int(conv.a_bits) == before[1]
+    conv.set_bits(torch.tensor([0, 1, 2, 4, 8, 16]), 16)  # the ends of the range are fine
+    conv.set_bits(None, 1)
+    with torch.no_grad():
+        assert torch.isfinite(qm(tiny_input)).all()
+
+
+def test_moved_model_works_without_set_bits(tiny_model, tiny_input, tiny_space) -> None:
+    qm = QuantModel(tiny_model, tiny_space.layer_names)
+    qm.calibrate([tiny_input])
+    wb, ab = tiny_space.decode(tiny_space.random(1, 5))
+    qm.set_bits(wb[0], ab[0], tiny_space.table.layer_start)
+    qm.eval()
+    with torch.no_grad():
+        ref = qm(tiny_input)
+    qm.to(torch.float64)  # a dtype move stands in for .to("cuda") on a CPU-only machine
+    for q in qm.qlayers:
+        qmax, keep, _ = q._consts
+        assert qmax.dtype == keep.dtype == torch.float64
+        assert qmax.device == keep.device == q.module.weight.device
+    with torch.no_grad():
+        out = qm(tiny_input.double())
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out.float(), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_apply_config_checks_names_and_channels(tiny_model, tiny_input, tiny_space) -> None:
+    from evomp import BitConfig, EvompError
+
+    g = tiny_space.random(1, 7)
+    cfg = tiny_space.to_config(g[0])
+    a = QuantModel(tiny_model, tiny_space.layer_names)
+    a.calibrate([tiny_input])
+    a.apply_config(cfg)
+    b = QuantModel(tiny_model, tiny_space.layer_names)
+    b.calibrate([tiny_input])
+    wb, ab = tiny_space.decode(g)
+    b.set_bits(wb[0], ab[0], tiny_space.table.layer_start)
+    for qa, qb in zip(a.qlayers, b.qlayers):
+        assert torch.equal(qa.w_bits, qb.w_bits) and int(qa.a_bits) == int(qb.a_bits)
+    one = BitConfig(weights={**cfg.weights, "conv": (4,)}, activations=cfg.activations)
+    with pytest.raises(EvompError, match=r"weights\['conv'\] has 1 channels, the layer has 6"):
+        a.apply_config(one)  # never broadcast to every channel
+    extra = BitConfig(weights={**cfg.weights, "bn": (8,) * 6}, activations=cfg.activations)
+    with pytest.raises(EvompError, match=r"names unknown layers \['bn'\]"):
+        a.apply_config(extra)
+    missing = BitConfig(weights=cfg.weights, activations={"conv": 8})
+    with pytest.raises(EvompError, match=r"activations lacks layers \['dw', 'fc'\]"):
+        a.apply_config(missing)
+    assert not hasattr(a, "set_bits_by_name")
+
+
+def test_set_bits_checks_lengths(tiny_model, tiny_input, tiny_space) -> None:
+    from evomp import EvompError
+
+    qm = QuantModel(tiny_model, tiny_space.layer_names)
+    wb, ab = tiny_space.decode(tiny_space.uniform(8, 8))
+    with pytest.raises(EvompError, match="decode genomes with the SearchSpace"):
+        qm.set_bits(wb[0, :-1], ab[0], tiny_space.table.layer_start)
+    with pytest.raises(EvompError, match="decode genomes with the SearchSpace"):
+        qm.set_bits(wb[0], ab[0, :-1], tiny_space.table.layer_start)
+
+
+def test_batchnorm_is_left_unchanged(tiny_model, tiny_input, tiny_space) -> None:
+    tiny_model.train()
+    with torch.no_grad():
+        tiny_model(tiny_input)  # non-trivial running statistics
+    bn_before = {k: v.clone() for k, v in tiny_model.bn.state_dict().items()}
+    qm = QuantModel(tiny_model, tiny_space.layer_names)
+    assert type(qm.net.bn) is torch.nn.BatchNorm1d  # not wrapped nor replaced
+    qm.calibrate([tiny_input])
+    for g in tiny_space.random(3, 1):
+        wb, ab = tiny_space.decode(g[None])
+        qm.set_bits(wb[0], ab[0], tiny_space.table.layer_start)
+    qm.apply_config(tiny_space.to_config(tiny_space.uniform(2, 2)[0]))
+    after = qm.net.bn.state_dict()
+    assert set(after) == set(bn_before)
+    for k, v in bn_before.items():
+        assert torch.equal(after[k], v), k
+    for k, v in tiny_model.bn.state_dict().items():  # the float model is not touched either
+        assert torch.equal(v, bn_before[k]), k

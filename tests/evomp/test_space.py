@@ -16,7 +16,8 @@ def test_layer_table_records(tiny_space) -> None:
     t = tiny_space.table
     assert [x.name for x in t.layers] == ["conv", "dw", "fc"]
     conv, dw, fc = t.layers
-    assert (conv.fan_in, conv.macs_per_channel, conv.in_shape, conv.out_shape) == (6, 48, (2, 8), (6, 8))
+    assert (conv.fan_in, conv.macs_per_channel, conv.in_shape, conv.out_shape) == (
+        6, 48, (2, 8), (6, 8))
     assert dw.groups == 6 and dw.fan_in == 3 and dw.is_depthwise
     assert not dw.a_signed and conv.a_signed  # the dw input follows a ReLU
     assert fc.kind == "linear" and fc.fan_in == 48 and fc.macs == 48 * 4
@@ -116,3 +117,40 @@ def test_space_dict_roundtrip(tiny_space) -> None:
     g = tiny_space.random(3, 0)
     for a, b in zip(tiny_space.decode(g), s2.decode(g)):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"w_bits": (0, 2.5, 8)},
+         r"w_bits must hold integer bit-widths, got non-integers \[2\.5\]"),
+        ({"a_bits": (2, 4.5)}, r"a_bits must hold integer bit-widths, got non-integers \[4\.5\]"),
+        ({"a_bits": (2, True)}, "a_bits must hold integer bit-widths"),
+        ({"a_bits": (2, "8")}, "a_bits must hold integer bit-widths"),
+        ({"w_bits": 8}, "w_bits must be a list of integer bit-widths"),
+    ],
+)
+def test_non_integer_bit_choices_are_rejected(tiny_model, tiny_input, kw, match) -> None:
+    with pytest.raises(EvompError, match=match):
+        SearchSpace.from_model(tiny_model, tiny_input, **kw)
+
+
+def test_integral_bit_choices_are_accepted(tiny_model, tiny_input) -> None:
+    s = SearchSpace.from_model(tiny_model, tiny_input, w_bits=np.array([0, 4, 8]),
+                               a_bits=(4.0, 8))
+    assert s.w_bits == (0, 4, 8) and s.a_bits == (4, 8)
+    assert all(type(b) is int for b in s.w_bits + s.a_bits)
+
+
+def test_unknown_excluded_and_bad_pins(tiny_model, tiny_input) -> None:
+    with pytest.raises(EvompError, match=r"exclude names \['nope'\] not in the model; "
+                                         r"quantizable layers are \['conv', 'dw', 'fc'\]"):
+        SearchSpace.from_model(tiny_model, tiny_input, exclude=["nope"])
+    with pytest.raises(EvompError, match="exclude must be a list of module names"):
+        SearchSpace.from_model(tiny_model, tiny_input, exclude="fc")
+    with pytest.raises(EvompError, match=r"pin\['fc'\] must hold integer bits"):
+        SearchSpace.from_model(tiny_model, tiny_input, pin={"fc": [8, 2.5]})
+    with pytest.raises(EvompError, match=r"pin\['fc'\] must be bits"):
+        SearchSpace.from_model(tiny_model, tiny_input, pin={"fc": "88"})
+    with pytest.raises(EvompError, match=r"pin\['fc'\] activation bits 0 outside 1..16"):
+        SearchSpace.from_model(tiny_model, tiny_input, pin={"fc": {"a": 0}})

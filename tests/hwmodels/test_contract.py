@@ -55,6 +55,21 @@ def test_monotone_declarations() -> None:
     assert tm.monotone == {"measured_cycles"}  # the synthetic data grows with bits
 
 
+def test_prune_monotone_declarations() -> None:
+    """The issue requires: pruning a channel never raises memory or bitops.
+
+    The contract checks ``prune_monotone`` metrics only, so these models must declare it
+    for every metric; dropping the declaration would silently skip the check.
+    """
+    for name in ("memory", "bitops"):
+        cls = hwmodels.model_class(name)
+        assert cls.prune_monotone == frozenset(cls.metrics), name
+        assert hwmodels.get(name).prune_monotone == frozenset(cls.metrics), name
+    assert hwmodels.get("memory").prune_monotone == {"memory_bytes", "weight_bytes",
+                                                     "activation_bytes"}
+    assert hwmodels.get("bitops").prune_monotone == {"bitops"}
+
+
 def test_contract_catches_a_broken_model() -> None:
     """A model that claims monotonicity it lacks fails the suite."""
 
@@ -69,3 +84,16 @@ def test_contract_catches_a_broken_model() -> None:
     t = testing.toy_table()
     with pytest.raises(AssertionError, match="declares it monotone"):
         testing.check_monotone(Liar(), t)
+
+
+def test_contract_catches_a_model_that_grows_when_pruned() -> None:
+    class Grows(hwmodels.HardwareModel):
+        name = "grows"
+        metrics = {"grows_cost": "made up"}
+        prune_monotone = frozenset(metrics)
+
+        def _layer_cost(self, batch):  # type: ignore[no-untyped-def]
+            return {"grows_cost": 1000.0 - batch.kept * 1.0}
+
+    with pytest.raises(AssertionError, match="pruning gene"):
+        testing.check_prune_monotone(Grows(), testing.toy_table())
