@@ -46,7 +46,8 @@ def main() -> None:
     args = ap.parse_args()
     set_threads(args.threads)
     rows = []
-    for task_name, model_name in (("mnist1d", "cnn1d"), ("mnist1d", "dscnn1d"), ("digits", "resnet8")):
+    for task_name, model_name in (("mnist1d", "cnn1d"), ("mnist1d", "dscnn1d"),
+                                  ("digits", "resnet8")):
         task = get_task(task_name, model_name)
         torch.manual_seed(0)
         fmodel = task.model_factory()
@@ -81,7 +82,8 @@ def main() -> None:
                 "val_samples": len(task.val),
             }
         )
-    hdr = f"{'model':<10} {'chan':>5} {'float ms':>9} {'qat ms':>8} {'ratio':>6} {'ptq eval ms':>12}"
+    hdr = (f"{'model':<10} {'chan':>5} {'float ms':>9} {'qat ms':>8} {'ratio':>6} "
+           f"{'ptq eval ms':>12}")
     print(hdr)
     for r in rows:
         print(

@@ -84,14 +84,14 @@ class Evaluator:
         task: Task,
         space: SearchSpace,
         float_model: nn.Module,
-        qat: QATConfig = QATConfig(),
+        qat: QATConfig | None = None,
         device: torch.device | str = "cpu",
         calib_batches: int = 4,
         cache_file: str | Path | None = None,
     ) -> None:
         self.task = task
         self.space = space
-        self.qat = qat
+        self.qat = qat or QATConfig()
         self.device = torch.device(device)
         self.qmodel = QuantModel(float_model, space.layer_names).to(self.device)
         calib = [x for (x, _), _ in zip(batches(task.train, 256, device=self.device),
@@ -146,7 +146,8 @@ class Evaluator:
             if hit is not None:
                 out.append(hit)
                 continue
-            r = self._evaluate_one(row, fidelity, with_test, self.qat.seed if seed is None else seed)
+            r = self._evaluate_one(row, fidelity, with_test,
+                                   self.qat.seed if seed is None else seed)
             if save_dir is not None and not r.failed:
                 d = Path(save_dir)
                 d.mkdir(parents=True, exist_ok=True)

@@ -53,7 +53,8 @@ def backend_context(scheduler: str | None) -> Iterator[str]:
     try:
         from distributed import Client
     except ImportError as e:  # pragma: no cover - cluster extra missing
-        raise EvompError("the dask backend needs the cluster extra: pip install 'evomp[cluster]'") from e
+        raise EvompError("the dask backend needs the cluster extra: "
+                         "pip install 'evomp[cluster]'") from e
     from joblib import parallel_config
 
     client = scheduler if isinstance(scheduler, Client) else Client(scheduler)

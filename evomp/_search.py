@@ -246,6 +246,12 @@ class Search:
         return self._verify(round_)
 
     def _make_engine(self) -> PymooEngine | OptunaEngine:
+        from evomp.baselines._freebits import latency_refiner
+
+        self._refiner = latency_refiner(self.table, self.objectives)
+        if self._refiner is not None:
+            self._say("Free Bits refinement on: precision is raised wherever that lowers "
+                      f"{[m for m in self.objectives.hw_metrics if 'latency' in m][0]}")
         n_obj = len(self.objectives.names)
         n_con = len(self.objectives.constraints)
         if self.engine_name == "pymoo":
@@ -258,14 +264,13 @@ class Search:
                             population=self.s.population, seed=self.ctx.spec.seed)
 
     def _latency_repair(self) -> Any:
-        """Free Bits' refinement as a repair when an objective is a latency metric."""
-        import hwmodels
+        """Free Bits' refinement as a pymoo repair when an objective is a latency metric
+        (the Optuna engine's proposals get the same refinement in :meth:`_round`)."""
         from evomp.baselines._freebits import FreeBitsRepair
 
         for m in self.objectives.hw_metrics:
             if "latency" in m:
-                model = self.objectives.models[hwmodels.metric_owner(m)]
-                self._say(f"Free Bits repair on: precision is raised wherever {m} does not grow")
+                model = self.objectives.models[self.objectives.owners[m]]
                 return FreeBitsRepair(self.table, model, m)
         return None
 
@@ -288,14 +293,25 @@ class Search:
         costs_true = obj.costs(X)
         front = nondominated(obj.matrix(y, costs_true))
         pool = self.engine.propose(cheap, self.s.generations, inject=X[front])
+        if self.engine_name == "optuna" and self._refiner is not None:
+            pool = self._refiner(pool)  # pymoo applies it as a repair already
         pool = repair_all_pruned(self.table, pool.astype(np.int64)).astype(np.int8)
         seen = {r.genome_hash for r in self.store.records()}
-        hashes = [genome_hash(g) for g in pool]
-        _, first = np.unique(hashes, return_index=True)
-        fresh = [i for i in sorted(first) if hashes[i] not in seen]
-        if not fresh:
-            return 0
-        pool = pool[fresh]
+        pool = self._fresh(pool, seen)
+        if len(pool) == 0:
+            # the engine converged onto evaluated genomes (e.g. a refinement that maps many
+            # genomes onto few): explore sensitivity-ordered and random genomes instead
+            n = 8 * self.s.per_round
+            P = self.encoding.random_params(n, self.rng, 0.5)
+            R = np.concatenate([self.encoding.decode(P), self.ctx.space.random(n, self.rng)])
+            if self._refiner is not None:
+                R = self._refiner(R)
+            pool = self._fresh(repair_all_pruned(self.table, R.astype(np.int64)
+                                                 ).astype(np.int8), seen)
+            if len(pool) == 0:
+                return 0
+            self._say(f"round {round_}: the engine proposed only evaluated genomes; "
+                      "choosing among random ones")
         k = min(self.s.per_round, self.budget - self.store.n_true(), len(pool))
         mean, std = model.predict(pool, return_std=True)
         chosen = self._select(pool, mean, std, y, costs_true, k)
@@ -309,6 +325,13 @@ class Search:
                                             predicted=(mean[chosen], std[chosen]))
         self._log_quality(round_, len(X), results, mean[chosen], model)
         return len(results)
+
+    @staticmethod
+    def _fresh(pool: np.ndarray, seen: set[str]) -> np.ndarray:
+        """Rows of ``pool`` not in ``seen`` (hashes), first occurrences, in order."""
+        hashes = [genome_hash(g) for g in pool]
+        _, first = np.unique(hashes, return_index=True)
+        return pool[[i for i in sorted(first) if hashes[i] not in seen]]
 
     def _select(self, pool: np.ndarray, mean: np.ndarray, std: np.ndarray, y: np.ndarray,
                 costs_true: dict[str, np.ndarray], k: int) -> np.ndarray:

@@ -223,13 +223,15 @@ class Store:
     def records(self, fidelity: str = "short") -> list[Record]:
         """Every stored evaluation at ``fidelity`` (completed and failed), in trial order."""
         out = []
-        trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
+        trials = self.study.get_trials(deepcopy=False,
+                                       states=(TrialState.COMPLETE, TrialState.FAIL))
         for t in trials:
             ua = t.user_attrs
             if "genome" not in ua or ua.get("fidelity") != fidelity:
                 continue
             failed = t.state == TrialState.FAIL
-            acc = float("nan") if failed else float(t.values[self.objectives.names.index("accuracy")])
+            i_acc = self.objectives.names.index("accuracy")
+            acc = float("nan") if failed else float(t.values[i_acc])
             out.append(Record(t.number, genome_from_hex(ua["genome"]), ua["genome_hash"],
                               ua["fidelity"], acc, float(ua.get("ptq_accuracy", np.nan)), failed,
                               dict(ua)))

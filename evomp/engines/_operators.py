@@ -11,7 +11,8 @@ from pymoo.core.sampling import Sampling
 from evomp.engines._encoding import CompactEncoding
 from hwmodels import LayerTable
 
-__all__ = ["ChainRepair", "MixedSampling", "LayerBlockCrossover", "LevelStepMutation", "KeepChannelRepair",
+__all__ = ["ChainRepair", "MixedSampling", "LayerBlockCrossover", "LevelStepMutation",
+           "KeepChannelRepair",
            "initial_design"]
 
 

@@ -44,8 +44,8 @@ final_steps = 30
 
 [search]
 engine = "{engine}"
-objectives = ["accuracy", "memory_bytes"]
-hardware = ["memory", "mpic"]
+objectives = {objectives}
+hardware = ["memory", "mpic", "pulp"]
 budget = {budget}
 initial = 6
 per_round = 2
@@ -56,9 +56,10 @@ final_max = 4
 """
 
 
-def _spec(tmp: Path, engine: str = "pymoo", budget: int = 10) -> Path:
+def _spec(tmp: Path, engine: str = "pymoo", budget: int = 10,
+          objectives: str = '["accuracy", "memory_bytes"]') -> Path:
     p = tmp / f"tiny-{engine}.toml"
-    p.write_text(TINY.format(engine=engine, budget=budget))
+    p.write_text(TINY.format(engine=engine, budget=budget, objectives=objectives))
     return p
 
 
@@ -100,14 +101,27 @@ def test_seeded_run_is_reproducible_and_complete(tmp_path: Path, capsys) -> None
 
 
 def test_optuna_engine_run(tmp_path: Path) -> None:
-    spec = _spec(tmp_path, "optuna", budget=8)
+    """The Optuna engine with a latency objective: compact trials, Free Bits-refined rounds."""
+    from evomp._objectives import Objectives
+    from evomp._protocol import genome_from_hex
+    from evomp.baselines._freebits import latency_refiner
+
+    spec = _spec(tmp_path, "optuna", budget=8, objectives='["accuracy", "latency_cycles"]')
     assert main(["run", str(spec), "--out", str(tmp_path / "o"), "--sampler", "tpe",
                  "--quiet"]) == 0
     st = _study(tmp_path / "o")
     done = [t for t in st.trials if t.state.name == "COMPLETE"]
     assert len(done) == 8
-    assert all(t.params and "genome" in t.user_attrs for t in done)  # compact params + genome
+    assert all("genome" in t.user_attrs for t in done)
+    assert sum(bool(t.params) for t in done) >= 6  # compact params (a repaired one has none)
     assert max(len(t.params) for t in done) < 40  # compact, not one param per channel
+    ctx = open_run(load_spec(spec), tmp_path / "o", 1)
+    s = ctx.spec.search
+    refine = latency_refiner(ctx.space.table, Objectives(ctx.space.table, s.objectives,
+                                                         s.constraints, s.hardware))
+    rounds = np.stack([genome_from_hex(t.user_attrs["genome"]) for t in done
+                       if t.user_attrs["source"] == "round"])
+    np.testing.assert_array_equal(refine(rounds), rounds)  # round candidates are refined
 
 
 def _python() -> list[str]:
@@ -155,7 +169,8 @@ def test_resume_after_sigkill(tmp_path: Path) -> None:
     assert before <= finished and len(finished - before) <= 1  # at most the one in flight
     assert main(["run", str(spec), "--out", str(run_dir), "--quiet"]) == 0
     trials = _study(run_dir).trials
-    hashes = [t.user_attrs["genome_hash"] for t in trials if t.user_attrs.get("fidelity") == "short"]
+    hashes = [t.user_attrs["genome_hash"] for t in trials
+              if t.user_attrs.get("fidelity") == "short"]
     assert len(hashes) == 12 and len(set(hashes)) == 12  # nothing lost, nothing recorded twice
     assert before <= set(hashes)
     trained = _short_lines(run_dir)
@@ -284,3 +299,30 @@ def test_three_workers_share_a_postgres_study(tmp_path: Path, postgres_url: str)
     assert {r["genome_hash"] for r in ev if r["fidelity"] == "short"} == set(hashes)
     assert len(_rows(tmp_path / "w0" / "front.csv")) >= 1
     assert np.isfinite(float(_rows(tmp_path / "w0" / "front.csv")[0]["test_accuracy"]))
+
+
+def test_infeasible_never_on_the_front_and_none_feasible_is_said(tmp_path: Path, capsys) -> None:
+    from evomp._objectives import Objectives
+    from evomp._protocol import CpuClock, finish_run
+    from evomp.cli._baseline import print_front
+
+    ctx = open_run(load_spec(_spec(tmp_path)), tmp_path / "c", 1)
+    G = np.concatenate([ctx.space.uniform(w, 8) for w in (8, 4, 2)])
+    t = ctx.space.table
+    mem = Objectives(t, ["accuracy", "memory_bytes"], hardware=["memory"]).costs(G)[
+        "memory_bytes"]
+    bound = float(np.sort(mem)[1])  # the 2- and 4-bit ones fit, the 8-bit one does not
+    obj = Objectives(t, ["accuracy", "memory_bytes"], [f"memory_bytes <= {bound}"], ["memory"])
+    front = finish_run(ctx, obj, G, method="t", clock=CpuClock())
+    assert front.feasible and front.rows
+    assert all(r["memory_bytes"] <= bound for r in front.rows)  # infeasible never on it
+    # nothing feasible: the run says so and shows the least infeasible ones
+    obj = Objectives(t, ["accuracy", "memory_bytes"], ["memory_bytes <= 1"], ["memory"])
+    front = finish_run(ctx, obj, G, method="t", clock=CpuClock())
+    assert not front.feasible
+    assert [r["memory_bytes"] for r in front.rows] == sorted(mem)  # least infeasible first
+    assert all(r["violation"] > 0 for r in front.rows)
+    meta = json.loads((tmp_path / "c" / "run.json").read_text())
+    assert meta["feasible"] is False and "no feasible configuration" in meta["status"]
+    print_front(front.rows, obj.hw_metrics, front.feasible)
+    assert "no feasible configuration; the least infeasible ones" in capsys.readouterr().out
