@@ -142,8 +142,8 @@ def setup_logging(out: Path) -> None:
         root.addHandler(fh)
 
 
-def open_run(spec: RunSpec, out: str | Path | None = None, threads: int | None = None
-             ) -> RunContext:
+def open_run(spec: RunSpec, out: str | Path | None = None, threads: int | None = None,
+             progress: bool = False) -> RunContext:
     """Create or reopen the run directory, pretrain (or load) the float model, build parts.
 
     Writes ``spec.toml`` (the resolved spec) and ``float.pt``; refuses to reuse a directory
@@ -167,10 +167,17 @@ def open_run(spec: RunSpec, out: str | Path | None = None, threads: int | None =
     shared = out_dir.parent / ".cache" / f"float-{key}.pt"
     own = out_dir / "float.pt"
     own_key = _checkpoint_key(own)
+    if own_key is not None and own_key != key and \
+            any((out_dir / f).is_file() for f in ("study.journal", CACHE_FILE, "front.csv")):
+        raise EvompError(
+            f"{out_dir} holds evaluations of another float model (its float.pt was trained "
+            "on other data or settings); pass --out to start this run elsewhere (nothing was "
+            "changed)"
+        )
     if own_key == key and not shared.is_file():
         shared.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(own, shared)
-    model, info = pretrain(task, cfg, cache_path=shared, device=device)
+    model, info = pretrain(task, cfg, cache_path=shared, device=device, progress=progress)
     if own_key != key:  # a new run, or a run directory's stale copy
         shutil.copyfile(shared, own)
     log.info("float model %s (%.1fs, threads=%d, device=%s)", info, time.perf_counter() - t0, n,

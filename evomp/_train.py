@@ -132,8 +132,11 @@ def train_steps(
     batch_size: int,
     seed: int,
     device: torch.device | str = "cpu",
+    progress: str | None = None,
 ) -> float:
     """Train for ``steps`` Adam steps with cosine decay; returns the last-epoch mean loss.
+
+    ``progress`` names a progress bar over the steps (None: no bar).
 
     Raises:
         Diverged: a NaN or infinite loss.
@@ -150,6 +153,11 @@ def train_steps(
     model.train()
     step = 0
     recent: list[float] = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, desc=progress, leave=False)
     while step < steps:
         before = step
         for x, y in batches(task.train, batch_size, shuffle=True, generator=gen, device=device):
@@ -162,10 +170,14 @@ def train_steps(
             sched.step()
             recent.append(float(loss.detach()))
             step += 1
+            if bar is not None:
+                bar.update(1)
             if step >= steps:
                 break
         if step == before:
             raise EvompError(_EMPTY_EPOCH)
+    if bar is not None:
+        bar.close()
     tail = recent[-20:]
     return sum(tail) / len(tail)
 
@@ -236,6 +248,7 @@ def pretrain(
     cfg: TrainConfig = TrainConfig(),
     cache_path: str | Path | None = None,
     device: torch.device | str = "cpu",
+    progress: bool = False,
 ) -> tuple[nn.Module, dict]:
     """Train the task's model in float, or load it from ``cache_path`` if trained before.
 
@@ -271,6 +284,7 @@ def pretrain(
         cfg.batch_size,
         cfg.seed,
         device,
+        progress="float pretraining" if progress else None,
     )
     val, _ = evaluate_model(model, task, task.val, device)
     test, _ = evaluate_model(model, task, task.test, device)

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
             if getattr(args, k) is not None}
     if over:
         spec = dataclasses.replace(spec, search=dataclasses.replace(spec.search, **over))
-    ctx = open_run(spec, args.out, args.threads)
+    ctx = open_run(spec, args.out, args.threads, progress=not args.quiet)
     fi = ctx.float_info
     if not args.quiet:
         print(f"run directory: {ctx.out}")

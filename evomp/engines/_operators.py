@@ -45,6 +45,7 @@ def initial_design(
     # concentrations from spread-out to balanced: low concentration gives extreme shares
     B = np.zeros((0, table.n_genes), np.int8) if budgeted is None else \
         np.asarray(budgeted, np.int8).reshape(-1, table.n_genes)
+    B = _unique_rows(B, exclude=uni_arr)  # e.g. a 2-bit budget equal to the uniform 2-bit
     n_b = min(len(B), n_ord // 2)
     if n_b:
         B = B[np.unique(np.rint(np.linspace(0, len(B) - 1, n_b)).astype(int))]
@@ -57,6 +58,18 @@ def initial_design(
     hi = table.gene_n_levels
     rand = (rng.random((rest - n_ord, table.n_genes)) * hi).astype(np.int8)
     return np.concatenate([uni_arr, ordered, rand])[:n]
+
+
+def _unique_rows(G: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
+    """Rows of ``G`` in order, without repeats and without rows of ``exclude``."""
+    seen = {r.tobytes() for r in exclude} if exclude is not None else set()
+    keep = []
+    for i, r in enumerate(G):
+        k = r.tobytes()
+        if k not in seen:
+            seen.add(k)
+            keep.append(i)
+    return G[keep]
 
 
 class MixedSampling(Sampling):
