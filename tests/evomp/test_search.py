@@ -328,3 +328,20 @@ def test_infeasible_never_on_the_front_and_none_feasible_is_said(tmp_path: Path,
     assert meta["feasible"] is False and "no feasible configuration" in meta["status"]
     print_front(front.rows, obj.hw_metrics, front.feasible)
     assert "no feasible configuration; the least infeasible ones" in capsys.readouterr().out
+
+
+def test_status_of_a_database_run(tmp_path: Path, capsys) -> None:
+    """`evomp status` reads a run whose study lives in a database (here SQLite), from the
+    URL its storage.txt records; a password in a URL is never written down."""
+    from evomp._store import mask_url
+
+    spec = _spec(tmp_path, budget=7)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    run_dir = tmp_path / "db"
+    assert main(["run", str(spec), "--out", str(run_dir), "--storage", url, "--quiet"]) == 0
+    assert not (run_dir / "study.journal").exists()
+    capsys.readouterr()
+    assert main(["status", str(run_dir)]) == 0
+    assert "true evaluations: 7" in capsys.readouterr().out
+    assert mask_url("postgresql://me:s3cret@db:5432/evomp") == "postgresql://me:***@db:5432/evomp"
+    assert mask_url("postgresql://me@db/evomp") == "postgresql://me@db/evomp"
