@@ -194,12 +194,12 @@ def test_dask_local_cluster_matches_sequential(tmp_path: Path) -> None:
     ctx.evaluator.cache.clear()
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster:
-        with distributed.Client(cluster) as client:
-            from evomp._parallel import backend_context
+        from evomp._parallel import backend_context
 
-            with backend_context(client) as backend:
-                assert backend == "dask"
-                par, cpu = evaluate_parallel(ctx.evaluator, G, "short", jobs=2, backend=backend)
+        # by scheduler address, as `evomp run --scheduler tcp://host:8786` passes it
+        with backend_context(cluster.scheduler_address) as backend:
+            assert backend == "dask"
+            par, cpu = evaluate_parallel(ctx.evaluator, G, "short", jobs=2, backend=backend)
     assert [r.val_accuracy for r in par] == [r.val_accuracy for r in seq]
     assert cpu > 0  # the work happened in the cluster's worker processes
 
