@@ -61,7 +61,7 @@ __all__ = ["DEFAULTS", "BayesBitsLayer", "HardConcrete", "gate_on"]
 DEFAULTS: dict[str, Any] = {
     "mus": [0.05, 0.18, 0.6, 2.0],   # regularizer weights (paper: 0.18)
     "regularizer": "bitops",        # "bitops", or a hardware metric, e.g. "latency_cycles"
-    "epochs": 6,
+    "epochs": 20,
     "beta": 0.5,                    # hard-concrete temperature
     "gamma": -0.1,                  # stretch interval [gamma, zeta]
     "zeta": 1.1,

@@ -63,7 +63,7 @@ __all__ = ["DEFAULTS", "LearnedLayer", "learned_bits", "ramp", "to_choices"]
 DEFAULTS: dict[str, Any] = {
     "w_targets": [0.4, 0.28, 0.2, 0.14],  # weight-size targets, fractions of the 8-bit size
     "a_targets": [0.8, 0.65, 0.5, 0.4],   # activation-size targets, same
-    "epochs": 6,
+    "epochs": 20,
     "penalty_scale": 1.0,       # multiplies lambda(t)
     "ramp_start": 0.01,         # lambda at step 0, ramped to 1 by mid-training
     "weight_optimizer": "adam",  # weights: adam, or "sgd" (momentum 0.9)

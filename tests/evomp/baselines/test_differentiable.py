@@ -37,7 +37,7 @@ from evomp.tasks import from_arrays
 METHODS = ("edmips", "dnas-channel", "dnas-layer", "bayesbits", "learned")
 FAST = {"epochs": 1, "batch_size": 32, "calib_batches": 1}
 DEFAULTS = {"edmips": _edmips.DEFAULTS, "dnas-channel": _dnas.DEFAULTS,
-            "dnas-layer": _dnas.DEFAULTS, "bayesbits": _bayesbits.DEFAULTS,
+            "dnas-layer": _dnas.LAYER_DEFAULTS, "bayesbits": _bayesbits.DEFAULTS,
             "learned": _learned.DEFAULTS}
 SWEEP = {"edmips": "cost_weights", "dnas-channel": "cost_weights", "dnas-layer": "cost_weights",
          "bayesbits": "mus"}
