@@ -87,34 +87,41 @@ def init_weight_scale(w: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
 
 
 class _WeightFakeQuant(torch.autograd.Function):
-    """Per-channel fake-quant as one autograd node (STE for ``w``, LSQ for ``scale``)."""
+    """Per-channel fake-quant as one autograd node (STE for ``w``, LSQ for ``scale``).
+
+    With ``raw=True`` the node takes the learnable parameter and uses
+    ``|scale| + 1e-12`` as the step (formed inside: one node instead of three).
+    """
 
     @staticmethod
-    def forward(ctx, w, scale, qmax, keep, binary):  # type: ignore[override]
+    def forward(ctx, w, scale, qmax, keep, binary, raw=False):  # type: ignore[override]
+        ctx.raw_sign = torch.sign(scale) if raw else None
+        if raw:
+            scale = scale.abs() + 1e-12
         x = w / scale
         q = torch.round(x).clamp_(min=-qmax, max=qmax)
         if binary is not None:
             q = torch.where(binary, torch.where(x >= 0, 1.0, -1.0).to(q.dtype), q)
         out = q * scale * keep
-        ctx.save_for_backward(x, q, qmax, keep)
-        ctx.binary = binary is not None
+        ctx.save_for_backward(x, q, qmax, keep, binary)
         ctx.shape = scale.shape
         return out
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
-        x, q, qmax, keep = ctx.saved_tensors
+        x, q, qmax, keep, binary = ctx.saved_tensors
         gk = g * keep
-        if ctx.binary:
-            inside = torch.ones_like(x, dtype=torch.bool)  # sign STE passes everything
-            ds = q  # d(s * sign(w/s))/ds = sign
-        else:
-            inside = x.abs() <= qmax
-            ds = torch.where(inside, q - x, q)
-        gw = gk * inside
+        inside = x.abs() <= qmax
+        ds = torch.where(inside, q - x, q)
+        if binary is not None:  # binary channels: the sign STE passes everything, ds = sign
+            inside = inside | binary
+            ds = torch.where(binary, q, ds)
+        gw = torch.where(inside, gk, 0.0)
         dims = tuple(range(1, g.dim()))
         gs = (gk * ds).sum(dim=dims, keepdim=True).reshape(ctx.shape)
-        return gw, gs, None, None, None
+        if ctx.raw_sign is not None:
+            gs = gs * ctx.raw_sign
+        return gw, gs, None, None, None, None
 
 
 def quantize_weight(w: torch.Tensor, bits: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -155,10 +162,14 @@ def quantize_weight_fast(
     qmax: torch.Tensor,
     keep: torch.Tensor,
     binary: torch.Tensor | None,
+    raw: bool = False,
 ) -> torch.Tensor:
-    """:func:`quantize_weight` with the per-configuration constants precomputed."""
+    """:func:`quantize_weight` with the per-configuration constants precomputed.
+
+    ``raw=True``: ``scale`` is the learnable parameter and the step is ``|scale| + 1e-12``.
+    """
     shape = (-1,) + (1,) * (w.dim() - 1)
-    return _WeightFakeQuant.apply(w, scale.reshape(shape), qmax, keep, binary)
+    return _WeightFakeQuant.apply(w, scale.reshape(shape), qmax, keep, binary, raw)
 
 
 def fake_quant_weight(w: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
@@ -185,26 +196,32 @@ def act_levels(bits: int | torch.Tensor, signed: bool | torch.Tensor) -> torch.T
 
 
 class _ActFakeQuant(torch.autograd.Function):
-    """Per-tensor fake-quant as one autograd node: STE for ``x``, LSQ for the step."""
+    """Per-tensor fake-quant as one autograd node: STE for ``x``, LSQ for the range.
+
+    The step ``(|alpha| + 1e-8) / qmax`` is formed inside the node (one node per layer
+    and step instead of four: what a QAT step pays per layer is mostly node overhead).
+    """
 
     @staticmethod
-    def forward(ctx, x, step, qmin, qmax):  # type: ignore[override]
+    def forward(ctx, x, alpha, qmin, qmax):  # type: ignore[override]
+        step = (alpha.abs() + 1e-8) / qmax
         xs = x / step
-        q = torch.round(xs).clamp_(qmin, qmax)
-        ctx.save_for_backward(xs, q, step)
-        ctx.q = (qmin, qmax)
+        xc = xs.clamp(qmin, qmax)
+        inside = xc == xs  # the range is inclusive, as in LSQ
+        q = torch.round(xc)  # = clamp(round(xs)): the bounds are integers
+        ctx.save_for_backward(xc, q, inside, alpha)
+        ctx.qmax = qmax
         return q * step
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
-        xs, q, step = ctx.saved_tensors
-        qmin, qmax = ctx.q
-        inside = (xs >= qmin) & (xs <= qmax)
-        gx = g * inside
-        # d(q*s)/ds: q - x/s inside the range (LSQ), the clipped level outside
-        gs = (torch.dot(g.reshape(-1), q.reshape(-1)) - torch.dot(gx.reshape(-1), xs.reshape(-1)))
-        gs = gs.reshape(step.shape)
-        return gx, gs, None, None
+        xc, q, inside, alpha = ctx.saved_tensors
+        gx = torch.where(inside, g, 0.0)  # (g * inside would copy the mask to float)
+        # d(q*s)/ds: q - x/s inside the range (LSQ), the clipped level outside; inside,
+        # the clamped xc is x/s, so sum(g q) - sum(gx xc) is exactly that
+        gs = torch.dot(g.reshape(-1), q.reshape(-1)) - torch.dot(gx.reshape(-1), xc.reshape(-1))
+        ga = (gs * torch.sign(alpha) / ctx.qmax).reshape(alpha.shape)
+        return gx, ga, None, None
 
 
 def quantize_act(
@@ -220,8 +237,7 @@ def quantize_act(
         qmin, qmax = -max(2 ** (b - 1) - 1, 1), max(2 ** (b - 1) - 1, 1)
     else:
         qmin, qmax = 0, 2**b - 1
-    step = (alpha.abs() + 1e-8) / qmax
-    return _ActFakeQuant.apply(x, step, qmin, qmax)
+    return _ActFakeQuant.apply(x, alpha, qmin, qmax)
 
 
 def calibrate_alpha(x: torch.Tensor, bits: int, signed: bool) -> float:

@@ -157,7 +157,7 @@ class QuantLayer(nn.Module):
         if not self.quantize_weights:
             return w
         qmax, keep, binary = self._consts
-        return quantize_weight_fast(w, self.w_scale.abs() + 1e-12, qmax, keep, binary)
+        return quantize_weight_fast(w, self.w_scale, qmax, keep, binary, raw=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.quantize_input:

@@ -278,3 +278,66 @@ def test_batchnorm_is_left_unchanged(tiny_model, tiny_input, tiny_space) -> None
         assert torch.equal(after[k], v), k
     for k, v in tiny_model.bn.state_dict().items():  # the float model is not touched either
         assert torch.equal(v, bn_before[k]), k
+
+
+def test_fused_nodes_match_plain_autograd() -> None:
+    """The one-node fake-quant gives the gradients of the plain STE/LSQ composition,
+    the |alpha| and |scale| steps included."""
+    from evomp.quant._functional import quantize_weight_fast, round_ste, weight_quant_consts
+
+    torch.manual_seed(0)
+    x = (torch.randn(4, 3, 16) * 2).requires_grad_()
+    for signed, b in ((False, 4), (True, 3)):
+        a1 = torch.tensor(-1.7 if signed else 2.2, requires_grad=True)
+        a2 = a1.detach().clone().requires_grad_()
+        g = torch.randn(4, 3, 16)
+        xin = x if signed else x.relu()
+        (quantize_act(xin, b, a1, signed) * g).sum().backward()
+        gx1 = x.grad.clone()
+        x.grad = None
+        qmax = 2 ** (b - 1) - 1 if signed else 2**b - 1
+        qmin = -qmax if signed else 0
+        step = (a2.abs() + 1e-8) / qmax
+        xin = x if signed else x.relu()
+        ref = round_ste(torch.clamp(xin / step, qmin, qmax)) * step
+        (ref * g).sum().backward()
+        torch.testing.assert_close(x.grad, gx1)
+        torch.testing.assert_close(a2.grad, a1.grad)
+        x.grad = None
+    w = torch.randn(6, 3, 5, requires_grad=True)
+    bits = torch.tensor([8, 0, 2, 4, 3, 8])
+    s1 = torch.tensor([0.02, 0.1, -0.4, 0.15, 0.3, 0.01], requires_grad=True)
+    s2 = s1.detach().clone().requires_grad_()
+    g = torch.randn(6, 3, 5)
+    qm, keep, binary = weight_quant_consts(bits, 3)
+    (quantize_weight_fast(w, s1, qm, keep, binary, raw=True) * g).sum().backward()
+    gw1 = w.grad.clone()
+    w.grad = None
+    s = (s2.abs() + 1e-12).reshape(-1, 1, 1)
+    ref = round_ste(torch.minimum(torch.maximum(w / s, -qm), qm)) * s * keep
+    (ref * g).sum().backward()
+    torch.testing.assert_close(w.grad, gw1)
+    torch.testing.assert_close(s2.grad, s1.grad)
+
+
+def test_binary_channel_does_not_change_its_neighbours_gradients() -> None:
+    """A 1-bit channel uses the sign STE; the other channels of the same layer keep the
+    LSQ clipping of their own range."""
+    from evomp.quant._functional import quantize_weight_fast, weight_quant_consts
+
+    torch.manual_seed(0)
+    w0 = torch.randn(4, 3, 5) * 3
+    g = torch.randn(4, 3, 5)
+    grads = []
+    for bits in ([2, 1, 3, 2], [2, 8, 3, 2]):
+        w = w0.clone().requires_grad_()
+        s = torch.tensor([0.5, 0.7, 0.4, 0.3], requires_grad=True)
+        qm, keep, binary = weight_quant_consts(torch.tensor(bits), 3)
+        (quantize_weight_fast(w, s, qm, keep, binary, raw=True) * g).sum().backward()
+        grads.append((w.grad.clone(), s.grad.clone()))
+    (gw1, gs1), (gw2, gs2) = grads
+    other = [0, 2, 3]
+    torch.testing.assert_close(gw1[other], gw2[other])
+    torch.testing.assert_close(gs1[other], gs2[other])
+    torch.testing.assert_close(gw1[1], g[1])  # the sign STE passes everything
+    assert (gw2[other] == 0).any()  # clipped weights of 2- and 3-bit channels get none
