@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -48,6 +49,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("evomp: interrupted; completed evaluations are saved", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (``evomp hw list | head``): not an error of ours. Point
+        # stdout at /dev/null so that the interpreter's final flush stays quiet, and exit
+        # as a process killed by SIGPIPE would.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + 13
     return int(rc or 0)
 
 

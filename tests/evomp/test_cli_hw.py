@@ -92,3 +92,19 @@ def test_hw_cost_user_errors(capsys, argv: list[str], match: str) -> None:  # ty
     rc, _, err = run(capsys, "hw", "cost", DEMO, *argv)
     assert rc == 2
     assert match in err
+
+
+def test_output_into_a_closed_pipe_is_quiet() -> None:
+    """``evomp hw list | head -0``: the reader is gone before the first line is written;
+    no traceback, and the exit status of a process stopped by SIGPIPE."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "evomp", "hw", "list"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # well before the interpreter has imported evomp
+    err = proc.stderr.read().decode()
+    rc = proc.wait(timeout=60)
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    assert rc == 141
