@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -32,8 +33,10 @@ def threads_per_worker(jobs: int) -> int:
 
 def _worker_eval(
     evaluator: Evaluator, i: int, row: np.ndarray, fidelity: str, with_test: bool, threads: int,
-    save_dir: str | None,
-) -> tuple[int, EvalResult]:
+    save_dir: str | None, deadline: float | None = None,
+) -> tuple[int, EvalResult | None]:
+    if deadline is not None and time.time() >= deadline:
+        return i, None  # started after the deadline: not evaluated
     import torch
 
     torch.set_num_threads(threads)
@@ -77,6 +80,7 @@ def evaluate_parallel(
     save_dir: str | Path | None = None,
     on_result: Callable[[int, EvalResult], None] | None = None,
     progress: bool | str = False,
+    deadline: float | None = None,
 ) -> tuple[list[EvalResult], float]:
     """Evaluate genomes, in parallel when ``jobs > 1``; cached results are not recomputed.
 
@@ -95,6 +99,9 @@ def evaluate_parallel(
         on_result: ``on_result(row_index, result)`` for every row, as results arrive
             (cache hits first).
         progress: show a progress bar (a string is its description).
+        deadline: wall-clock time (``time.time()``) after which no evaluation starts;
+            those already running finish and count. Rows never started are left out of
+            the results (``on_result`` says which rows ran). ``None``: no deadline.
 
     Returns:
         ``(results in row order, CPU seconds spent in worker processes)``; the latter is 0
@@ -125,6 +132,8 @@ def evaluate_parallel(
     try:
         if jobs <= 1 or len(todo) <= 1:
             for i in todo:
+                if deadline is not None and time.time() >= deadline:
+                    break
                 done(i, evaluator.evaluate(g[i : i + 1], fidelity, with_test=with_test,
                                            save_dir=sd)[0])
         else:
@@ -133,11 +142,15 @@ def evaluate_parallel(
             order = "generator" if backend == "dask" else "generator_unordered"
             par = (Parallel(n_jobs=jobs, return_as=order) if backend == "dask"
                    else Parallel(n_jobs=jobs, backend=backend, return_as=order))
+            # the deadline is checked by each task as it starts, in its worker: tasks
+            # queued behind it return at once, those running finish and are recorded
             for i, r in par(delayed(_worker_eval)(evaluator, i, g[i], fidelity, with_test,
-                                                  threads, sd) for i in todo):
+                                                  threads, sd, deadline) for i in todo):
+                if r is None:
+                    continue
                 evaluator.remember(r)
                 worker_cpu += r.cpu_seconds
                 done(i, r)
     finally:
         bar.close()
-    return [results[i] for i in range(len(g))], worker_cpu
+    return [results[i] for i in sorted(results)], worker_cpu

@@ -98,6 +98,8 @@ class Search:
         self.ctx = ctx
         s = ctx.spec.search
         self.s = s
+        self._deadline: float | None = None  # wall clock (time.time()) set by run()
+        self._said_deadline = False
         self.engine_name = opts.engine or s.engine
         self.sampler_name = opts.sampler or s.sampler
         self.budget = opts.budget or s.budget
@@ -151,13 +153,22 @@ class Search:
     def _evaluate_and_record(self, G: np.ndarray, round_: int, source: str,
                              params: list[dict[str, float] | None] | None = None,
                              predicted: tuple[np.ndarray, np.ndarray] | None = None
-                             ) -> list[EvalResult]:
+                             ) -> tuple[np.ndarray, list[EvalResult]]:
+        """Evaluate ``G`` (short QAT) and record each result in the study as it finishes.
+
+        Returns ``(rows of G evaluated, their results)``: past the run's time limit, rows
+        that had not started are skipped (they stay unevaluated; a resumed run may pick
+        them again).
+        """
         if len(G) == 0:
-            return []
+            return np.zeros(0, np.int64), []
         costs = self.objectives.costs(G)
         dists = distributions(self.encoding) if self.engine_name == "optuna" else None
 
+        ran: list[int] = []
+
         def record(i: int, r: EvalResult) -> None:  # as each evaluation finishes
+            ran.append(i)
             p = params[i] if params else None
             extra: dict[str, Any] = {"slot": i}  # row in its batch: the canonical order
             if predicted is not None:
@@ -170,9 +181,10 @@ class Search:
         with backend_context(self.scheduler) as backend:
             results, wcpu = evaluate_parallel(
                 self.ctx.evaluator, G, "short", jobs=self.jobs, backend=backend,
-                on_result=record, progress=self.progress and f"{source} evaluations")
+                on_result=record, progress=self.progress and f"{source} evaluations",
+                deadline=self._deadline)
         self.clock.add_workers(wcpu)
-        return results
+        return np.array(sorted(ran), dtype=np.int64), results
 
     def _true_data(self) -> tuple[np.ndarray, np.ndarray, list[Record]]:
         """Successful true evaluations in a canonical order (round, then row within its
@@ -232,7 +244,8 @@ class Search:
     def run(self) -> FrontResult:
         """Run (or resume) the search and verify the front. Returns the measured front."""
         ctx = self.ctx
-        t_start = time.perf_counter()
+        limit = self.s.time_limit_s  # wall-clock seconds of this invocation
+        self._deadline = time.time() + limit if limit else None
         prev = self._load_progress()
         self.clock = CpuClock(before=float(prev.get("cpu_seconds", 0.0)))
         if not (self.out / "sensitivity.npz").is_file():
@@ -265,19 +278,18 @@ class Search:
         # 3. rounds
         self.engine = self._make_engine()
         round_ = int(prev.get("round", 0))
-        limit = self.s.time_limit_s
         bar = tqdm(total=self.budget, initial=min(self.store.n_true(), self.budget),
                    desc="true evaluations", disable=not self.progress, leave=False)
         while self.store.n_true() < self.budget:
-            if limit and time.perf_counter() - t_start > limit:
-                self._say(f"time limit of {limit:.0f}s reached")
+            if self._past_deadline():
                 break
             round_ += 1
             n_new = self._round(round_)
             bar.update(n_new)
             self._save_progress(round=round_, cpu_seconds=self.clock.seconds)
             if n_new == 0:
-                self._say("the engine proposed nothing new; stopping the rounds")
+                if not self._past_deadline():
+                    self._say("the engine proposed nothing new; stopping the rounds")
                 break
         bar.close()
         # 5. verify
@@ -359,10 +371,21 @@ class Search:
             # a genome changed by a repair has no compact parameters: it is recorded
             # without them (the others keep theirs)
             params = [self.engine.last_params.get(g.tobytes()) for g in G]
-        results = self._evaluate_and_record(G, round_, "round", params,
-                                            predicted=(mean[chosen], std[chosen]))
-        self._log_quality(round_, len(X), results, mean[chosen], model)
+        ran, results = self._evaluate_and_record(G, round_, "round", params,
+                                                 predicted=(mean[chosen], std[chosen]))
+        if len(results):
+            self._log_quality(round_, len(X), results, mean[chosen][ran], model)
         return len(results)
+
+    def _past_deadline(self) -> bool:
+        """Whether the time limit has passed (and say so once)."""
+        if self._deadline is None or time.time() < self._deadline:
+            return False
+        if not self._said_deadline:
+            self._said_deadline = True
+            self._say(f"time limit of {self.s.time_limit_s:g}s reached: no new true "
+                      "evaluation starts; running the same command again resumes")
+        return True
 
     @staticmethod
     def _fresh(pool: np.ndarray, seen: set[str]) -> np.ndarray:
@@ -428,6 +451,11 @@ class Search:
     def _verify(self, round_: int) -> FrontResult:
         X, y, recs = self._true_data()
         if len(X) == 0:
+            if self._past_deadline():
+                raise EvompError(
+                    f"the time limit (search.time_limit_s = {self.s.time_limit_s:g}) passed "
+                    "before any true evaluation finished; raise it (0 = none), or run the "
+                    "same command again to resume")
             raise EvompError("no successful true evaluation to build a front from")
         obj = self.objectives
         costs = obj.costs(X)

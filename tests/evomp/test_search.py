@@ -345,3 +345,49 @@ def test_status_of_a_database_run(tmp_path: Path, capsys) -> None:
     assert "true evaluations: 7" in capsys.readouterr().out
     assert mask_url("postgresql://me:s3cret@db:5432/evomp") == "postgresql://me:***@db:5432/evomp"
     assert mask_url("postgresql://me@db/evomp") == "postgresql://me@db/evomp"
+
+
+# --------------------------------------------------------------------------- time limit
+def test_deadline_starts_no_new_evaluation(tmp_path: Path) -> None:
+    """Past the deadline no evaluation starts (in this process or in a worker); one that
+    started before it finishes and is reported."""
+    ctx = open_run(load_spec(_spec(tmp_path)), tmp_path / "t", 1)
+    G = ctx.space.random(3, 5)
+    seen: list[int] = []
+    for jobs in (1, 2):
+        res, _ = evaluate_parallel(ctx.evaluator, G, "short", jobs=jobs,
+                                   deadline=time.time() - 1.0,
+                                   on_result=lambda i, r: seen.append(i))
+        assert res == [] and seen == []
+    assert not any(fidelity == "short" for _, fidelity in ctx.evaluator.cache)
+    deadline = time.time() + 2.0
+
+    def slow_reader(i: int, r: object) -> None:  # the first result arrives; then time is up
+        seen.append(i)
+        time.sleep(max(0.0, deadline - time.time()) + 0.05)
+
+    res, _ = evaluate_parallel(ctx.evaluator, G, "short", jobs=1, deadline=deadline,
+                               on_result=slow_reader)
+    assert seen == [0] and len(res) == 1 and not res[0].failed
+
+
+def test_time_limit_stops_the_search_and_verifies_what_it_has(tmp_path: Path, capsys) -> None:
+    spec = _spec(tmp_path, budget=400)
+    run_dir = tmp_path / "tl"
+    open_run(load_spec(spec), run_dir, 1)  # pretrain outside the timed run
+    spec.write_text(spec.read_text() + "time_limit_s = 8\n")
+    assert main(["run", str(spec), "--out", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "time limit of 8s reached" in out
+    short = [r for r in _rows(run_dir / "evaluations.csv") if r["fidelity"] == "short"]
+    assert 1 <= len(short) < 400  # stopped long before the budget
+    front = _rows(run_dir / "front.csv")
+    assert front and all(r["test_accuracy"] for r in front)  # still verified
+    # a limit that passes before any evaluation: a clear error, nothing stored is lost
+    spec.write_text(spec.read_text().replace("time_limit_s = 8", "time_limit_s = 0.001"))
+    fresh = tmp_path / "tl0"
+    assert main(["run", str(spec), "--out", str(fresh), "--quiet"]) == 2
+    assert "search.time_limit_s" in capsys.readouterr().err
+    assert main(["run", str(spec), "--out", str(run_dir), "--quiet"]) == 0  # resumes, verifies
+    assert len([r for r in _rows(run_dir / "evaluations.csv")
+                if r["fidelity"] == "short"]) == len(short)
