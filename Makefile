@@ -27,6 +27,7 @@ test-slow: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check evomp surrogates hwmodels tests benchmarks
+	$(BIN)/mypy evomp surrogates hwmodels
 
 clean:
 	rm -rf $(VENV)

@@ -27,7 +27,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -75,7 +75,7 @@ def integer_arrays(qmodel: QuantModel) -> dict[str, np.ndarray]:
         ``{"<layer>.<field>": array}`` for fields ``w_int, w_scale, w_zero_point, w_bits,
         bias (if any), a_scale, a_zero_point, a_bits, a_qmin, a_qmax, a_signed``.
     """
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, Any] = {}  # arrays, and numpy scalars for the per-tensor fields
     for name, q in zip(qmodel.layer_names, qmodel.qlayers):
         w = q.module.weight.detach().float().cpu()
         bits = q.w_bits.detach().cpu()
@@ -114,11 +114,17 @@ class IntegerLayer(nn.Module):
         arrays: the layer's fields from :func:`integer_arrays` (without the name prefix).
     """
 
+    w_int: torch.Tensor
+    w_scale: torch.Tensor
+    w_bits: torch.Tensor
+    bias: torch.Tensor | None
+
     def __init__(self, module: nn.Module, arrays: dict[str, np.ndarray]) -> None:
         super().__init__()
         self.kind = ("linear" if isinstance(module, nn.Linear)
                      else "conv1d" if isinstance(module, nn.Conv1d) else "conv2d")
-        self.geom = {} if self.kind == "linear" else {
+        # the convolution's geometry: stride, padding, dilation (ints, tuples, a string)
+        self.geom: dict[str, Any] = {} if self.kind == "linear" else {
             "stride": module.stride, "padding": module.padding, "dilation": module.dilation,
             "groups": module.groups}
         if self.kind != "linear" and module.padding_mode != "zeros":
@@ -237,6 +243,10 @@ class _QDQLayer(nn.Module):
     """The rebuilt layer as QuantizeLinear/DequantizeLinear pairs for ONNX export: the
     input clipped to its b-bit range and quantized per tensor, the weights per channel."""
 
+    w: torch.Tensor
+    w_scale: torch.Tensor
+    w_zp: torch.Tensor
+
     def __init__(self, layer: IntegerLayer) -> None:
         super().__init__()
         self.kind, self.geom = layer.kind, layer.geom
@@ -281,7 +291,8 @@ def export_onnx(qmodel: QuantModel, arrays: dict[str, np.ndarray], example: torc
                 "this configuration has wider layers (the npz holds them)"}
     net = rebuild_integer_model(qmodel, arrays)
     for name in qmodel.layer_names:
-        _set_submodule(net, name, _QDQLayer(net.get_submodule(name)))
+        layer = cast(IntegerLayer, net.get_submodule(name))  # as rebuild_integer_model set
+        _set_submodule(net, name, _QDQLayer(layer))
     net.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -346,7 +357,8 @@ def select_member(rows: Sequence[dict[str, Any]], pick: str | None = None,
         vals = [r[metric] for r in rows if isinstance(r.get(metric), float)]
         low = f"; its smallest {metric} is {min(vals):.6g}" if vals else ""
         raise EvompError(f"no front member has {metric} <= {value:g}{low}")
-    return dict(min(ok, key=lambda r: (-(r.get("val_accuracy") or 0.0), r[metric])))
+    best = min(ok, key=lambda r: (-(r.get("val_accuracy") or 0.0), r[metric]))
+    return dict(best)
 
 
 # --------------------------------------------------------------------------- export
@@ -473,7 +485,9 @@ def export_run(
         "manifest": dest / "manifest.json",
     }
     files["bits"].write_text(json.dumps(cfg.to_dict(), indent=1))
-    np.savez(files["weights"], **arrays)
+    # numpy's stubs match a ** argument against savez's allow_pickle: bool as well; the
+    # values are arrays and numpy scalars, none named allow_pickle
+    np.savez(files["weights"], **cast(dict[str, Any], arrays))
     torch.save(qm.state_dict(), files["state_dict"])
     onnx_info: dict[str, Any] = {"status": "not requested"}
     if onnx:

@@ -20,7 +20,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -93,6 +93,8 @@ class Search:
         ctx: the run context (spec, task, float model, space, evaluator, out dir).
         opts: command-line overrides.
     """
+
+    _budgeted_cache: np.ndarray  # set by _budgeted() on its first call
 
     def __init__(self, ctx: RunContext, opts: SearchOptions = SearchOptions()) -> None:
         self.ctx = ctx
@@ -370,7 +372,8 @@ class Search:
         if self.engine_name == "optuna":
             # a genome changed by a repair has no compact parameters: it is recorded
             # without them (the others keep theirs)
-            params = [self.engine.last_params.get(g.tobytes()) for g in G]
+            engine = cast(OptunaEngine, self.engine)  # _make_engine built one for "optuna"
+            params = [engine.last_params.get(g.tobytes()) for g in G]
         ran, results = self._evaluate_and_record(G, round_, "round", params,
                                                  predicted=(mean[chosen], std[chosen]))
         if len(results):

@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import optuna
@@ -130,7 +130,9 @@ class Store:
         objectives: Objectives,
         sampler: optuna.samplers.BaseSampler | None = None,
     ) -> None:
-        directions = ["maximize" if n == "accuracy" else "minimize" for n in objectives.names]
+        directions: list[Literal["minimize", "maximize"]] = [
+            "maximize" if n == "accuracy" else "minimize" for n in objectives.names
+        ]
         # several workers may create the same study (and the schema) at the same moment:
         # the losers of that race retry and load what the winner created
         for attempt in range(6):

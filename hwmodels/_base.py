@@ -85,7 +85,11 @@ def _plan(table: LayerTable) -> _Plan:
         out_channels=out_channels,
     )
     tid = id(table)
-    _PLANS[tid] = (weakref.ref(table, lambda _r, tid=tid: _PLANS.pop(tid, None)), plan)
+
+    def _forget(_r: object, tid: int = tid) -> None:
+        _PLANS.pop(tid, None)
+
+    _PLANS[tid] = (weakref.ref(table, _forget), plan)
     return plan
 
 
@@ -108,7 +112,8 @@ class _Segments:
 def _segments(starts: np.ndarray, sizes: np.ndarray) -> _Segments:
     padded = (sizes + 7) // 8 * 8
     pstarts = (np.cumsum(padded) - padded).astype(np.int64)
-    chunk_starts, first = [], []
+    chunk_starts: list[int] = []
+    first: list[int] = []
     for ps, pl in zip(pstarts.tolist(), padded.tolist(), strict=True):
         first.append(len(chunk_starts))
         chunk_starts += list(range(ps // 8, (ps + pl) // 8, 255))
@@ -398,10 +403,10 @@ class HardwareModel:
             d = sig.parameters.get(p)
             default = None if d is None or d.default is inspect.Parameter.empty else d.default
             params[p] = {"default": default, "description": doc}
-        doc = (cls.__doc__ or "").strip().splitlines()
+        lines = (cls.__doc__ or "").strip().splitlines()
         return {
             "name": cls.name,
-            "summary": doc[0] if doc else "",
+            "summary": lines[0] if lines else "",
             "metrics": dict(cls.metrics),
             "parameters": params,
             "vectorized": cls.vectorized,

@@ -98,6 +98,7 @@ class TableModel(HardwareModel):
             raise ValueError("the table model needs exactly one of path= (CSV/JSON file) "
                              "or data= (list of records)")
         super().__init__(path=path, data=data, group_overhead=group_overhead)
+        records: list[Any]
         if path is not None:
             records, units = _read(path)
             source = os.fspath(path)

@@ -225,8 +225,8 @@ class GenomeFeatures(TransformerMixin, BaseEstimator):
             "mem_top": float((fan_in * n_ch_layer).sum() * top_w),
         }
         # eps of the logs: a tenth of the value at the highest precision
-        top = self._raw(top_idx)
-        self._eps = {k: 0.1 * v[0] + 1e-30 for k, v in top.items()}
+        raw_top = self._raw(top_idx)
+        self._eps = {k: 0.1 * v[0] + 1e-30 for k, v in raw_top.items()}
         self.feature_names_out_ = np.asarray(self._names(), dtype=object)
 
     @staticmethod

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -331,7 +331,8 @@ def compute_sensitivity(
         raise ValueError("no batches given: pass an iterable of (x, y) tensors")
     fp = fingerprint(model, data)
     data = [(x.to(device), y.to(device)) for x, y in data]
-    weights = [m.weight for m in mods]
+    # every layer's weight was checked to be a tensor above
+    weights = cast(list[torch.Tensor], [m.weight for m in mods])
 
     was_training = model.training
     model.eval()

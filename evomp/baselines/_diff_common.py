@@ -26,7 +26,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -87,6 +87,9 @@ class SearchLayer(nn.Module):
         hard: a given configuration applied as ``QuantLayer`` does (see :meth:`set_hard`).
     """
 
+    module: nn.Conv1d | nn.Conv2d | nn.Linear  # one of QUANTIZABLE (see build_supernet)
+    w_scale_tab: torch.Tensor
+
     def __init__(
         self,
         module: nn.Module,
@@ -96,11 +99,11 @@ class SearchLayer(nn.Module):
         alphas: Sequence[float],
     ) -> None:
         super().__init__()
-        self.module = module
+        self.module = cast("nn.Conv1d | nn.Conv2d | nn.Linear", module)
         self.w_opts = tuple(int(b) for b in w_opts)
         self.a_opts = tuple(int(b) for b in a_opts)
         self.signed = bool(signed)
-        out = module.weight.shape[0]
+        out = self.module.weight.shape[0]
         self.register_buffer("w_scale_tab", torch.ones(len(self.w_opts), out))
         self.a_alpha = nn.Parameter(torch.tensor([float(a) for a in alphas]))
         self.hard: tuple[torch.Tensor, int] | None = None
@@ -142,7 +145,7 @@ class SearchLayer(nn.Module):
         if isinstance(m, nn.Linear):
             return F.linear(x, w, m.bias)
         if m.padding_mode != "zeros":
-            return m._conv_forward(x, w, m.bias)  # type: ignore[union-attr]
+            return m._conv_forward(x, w, m.bias)
         fn = F.conv1d if isinstance(m, nn.Conv1d) else F.conv2d
         return fn(x, w, m.bias, m.stride, m.padding, m.dilation, m.groups)
 
@@ -395,10 +398,12 @@ def cost_lut(ctx: Any, kind: str, options: Sequence[tuple[tuple[int, ...], tuple
     t = ctx.space.table
     luts = []
     if kind in ("size", "bitops", "mpic"):
-        rates = None
+        rates: dict[tuple[int, int], float] | None = None
         if kind == "mpic":
             try:
-                rates = hwmodels.get("mpic", **dict(ctx.spec.hw.get("mpic", {}))).rates
+                mpic = cast(hwmodels.MpicModel,
+                            hwmodels.get("mpic", **dict(ctx.spec.hw.get("mpic", {}))))
+                rates = mpic.rates
             except (ValueError, TypeError) as e:
                 raise EvompError(f"[hw.mpic]: {e}") from e
         for lay, (w_opts, a_opts) in zip(t.layers, options, strict=False):
@@ -412,6 +417,7 @@ def cost_lut(ctx: Any, kind: str, options: Sequence[tuple[tuple[int, ...], tuple
                     elif kind == "bitops":
                         m[j, i] = lay.macs_per_channel * a * w
                     else:
+                        assert rates is not None  # set above when kind == "mpic"
                         if (a, w) not in rates:
                             raise EvompError(
                                 f"the MPIC table has no figure for {a}-bit activations and "
@@ -708,8 +714,8 @@ def finish_points(
     fixed = repair_all_pruned(t, genomes.astype(np.int64)).astype(np.int8)
     repaired = np.nonzero(np.any(fixed != genomes, axis=1))[0]
     genomes = fixed
-    for k in repaired:
-        points[int(k)]["repaired_all_pruned"] = True
+    for r in repaired:
+        points[int(r)]["repaired_all_pruned"] = True
     costs = objectives.costs(genomes)
     for k, p in enumerate(points):
         p.update({m: float(v[k]) for m, v in costs.items()})

@@ -35,7 +35,7 @@ import copy
 import math
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -194,7 +194,7 @@ class DnasLayer(SearchLayer):
 
     def soft_input(self, x: torch.Tensor) -> torch.Tensor:
         th = self.theta_a()
-        return sum(th[j] * self.q_input(x, j) for j in range(len(self.a_opts)))
+        return cast(torch.Tensor, sum(th[j] * self.q_input(x, j) for j in range(len(self.a_opts))))
 
     def w_counts(self) -> torch.Tensor:
         return self._soft_theta_w().sum(dim=1)
@@ -211,8 +211,8 @@ class DnasLayer(SearchLayer):
 
 
 def _set_tau(net: Supernet, tau: float) -> None:
-    for s in net.slayers:
-        s.tau = tau  # type: ignore[attr-defined]
+    for s in cast("list[DnasLayer]", net.slayers):  # a DNAS supernet holds DnasLayers
+        s.tau = tau
 
 
 def _cost_kind(cost: str, objectives: Any) -> str:
@@ -283,8 +283,8 @@ def run_dnas(ctx: Any, objectives: Any, opts: BaselineOptions, channelwise: bool
                 loss.backward()
                 opt.step()
         base.set_hard(None, None)
-    for s in base.slayers:
-        s.rescale_for_pruning()  # type: ignore[attr-defined]
+    for s in cast("list[DnasLayer]", base.slayers):
+        s.rescale_for_pruning()
 
     points, w_rows, a_rows = [], [], []
     temps: list[float] = []
@@ -349,7 +349,7 @@ def _rel_change(before: Sequence[torch.Tensor], after: Sequence[torch.Tensor]) -
 
 
 def _tau(net: Supernet) -> float:
-    taus = {float(s.tau) for s in net.slayers}  # type: ignore[attr-defined]
+    taus = {float(s.tau) for s in cast("list[DnasLayer]", net.slayers)}
     if len(taus) != 1:  # a bug: _set_tau sets every layer
         raise RuntimeError(f"layers run at different temperatures: {sorted(taus)}")
     return taus.pop()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -82,11 +82,11 @@ class EdmipsLayer(SearchLayer):
 
     def soft_weight(self) -> torch.Tensor:
         pi = self._pi(self.w_logits)
-        return sum(pi[i] * self.q_weight(i) for i in range(len(self.w_opts)))
+        return cast(torch.Tensor, sum(pi[i] * self.q_weight(i) for i in range(len(self.w_opts))))
 
     def soft_input(self, x: torch.Tensor) -> torch.Tensor:
         pi = self._pi(self.a_logits)
-        return sum(pi[j] * self.q_input(x, j) for j in range(len(self.a_opts)))
+        return cast(torch.Tensor, sum(pi[j] * self.q_input(x, j) for j in range(len(self.a_opts))))
 
     def w_counts(self) -> torch.Tensor:
         return torch.softmax(self.w_logits, dim=0) * self.out_channels

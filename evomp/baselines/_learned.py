@@ -35,7 +35,7 @@ import copy
 import math
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -111,7 +111,7 @@ class LearnedLayer(SearchLayer):
     def __init__(self, module: nn.Module, w_opts: Sequence[int], a_opts: Sequence[int],
                  signed: bool, alphas: Sequence[float]) -> None:
         super().__init__(module, w_opts, a_opts, signed, alphas)
-        w = module.weight.detach()
+        w = self.module.weight.detach()
         self.learn_w = len(self.w_opts) > 1
         self.learn_a = len(self.a_opts) > 1
         top = len(self.w_opts) - 1
@@ -248,11 +248,12 @@ def learned(ctx: Any, objectives: Any, opts: BaselineOptions) -> BaselineResult:
         step = 0
         sizes = (float("nan"), float("nan"))
         lam_epochs: list[float] = []
+        slayers = cast("list[LearnedLayer]", net.slayers)  # built by LearnedLayer above
         for _ in range(p["epochs"]):
             for x, y in epoch_batches(ctx.task, bs, g, ctx.device):
-                w_size = sum(s.w_size_bits() for s in net.slayers) / w_full
-                a_size = sum(n * s.a_bits_value()
-                             for n, s in zip(in_numel, net.slayers, strict=True)) / a_full
+                w_size = cast(torch.Tensor, sum(s.w_size_bits() for s in slayers)) / w_full
+                a_sum = sum(n * s.a_bits_value() for n, s in zip(in_numel, slayers, strict=True))
+                a_size = cast(torch.Tensor, a_sum) / a_full
                 pen = torch.relu(w_size / wt - 1) ** 2 + torch.relu(a_size / at - 1) ** 2
                 lam = p["penalty_scale"] * ramp(step, total, p["ramp_start"])
                 loss = loss_fn(net(x), y) + lam * pen

@@ -52,8 +52,11 @@ def initial_design(
         n_b = len(B)
     n_dir = n_ord - n_b
     conc = np.repeat([0.3, 1.0, 3.0], -(-n_dir // 3))[:n_dir]
-    P = np.concatenate([encoding.random_params(1, rng, c) for c in conc]) if n_dir else None
-    ordered = encoding.decode(P) if n_dir else np.zeros((0, table.n_genes), np.int8)
+    if n_dir:
+        P = np.concatenate([encoding.random_params(1, rng, c) for c in conc])
+        ordered = encoding.decode(P)
+    else:
+        ordered = np.zeros((0, table.n_genes), np.int8)
     ordered = np.concatenate([B[:n_b], ordered])
     hi = table.gene_n_levels
     rand = (rng.random((rest - n_ord, table.n_genes)) * hi).astype(np.int8)

@@ -52,12 +52,13 @@ def distributions(enc: CompactEncoding) -> dict[str, optuna.distributions.BaseDi
 def suggest(trial: optuna.Trial, enc: CompactEncoding) -> np.ndarray:
     """Suggest every compact parameter; returns the ``(n_params,)`` vector."""
     dists = distributions(enc)
-    vals = []
+    vals: list[float] = []
     for n in enc.names:
         d = dists[n]
         if isinstance(d, optuna.distributions.IntDistribution):
             vals.append(trial.suggest_int(n, d.low, d.high))
         else:
+            assert isinstance(d, optuna.distributions.FloatDistribution)  # see distributions()
             vals.append(trial.suggest_float(n, d.low, d.high))
     return np.array(vals, dtype=float)
 
