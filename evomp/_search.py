@@ -94,14 +94,13 @@ class Search:
         opts: command-line overrides.
     """
 
-    _budgeted_cache: np.ndarray  # set by _budgeted() on its first call
-
     def __init__(self, ctx: RunContext, opts: SearchOptions = SearchOptions()) -> None:
         self.ctx = ctx
         s = ctx.spec.search
         self.s = s
         self._deadline: float | None = None  # wall clock (time.time()) set by run()
         self._said_deadline = False
+        self._budgeted_cache: np.ndarray | None = None  # _budgeted() fills it once
         self.engine_name = opts.engine or s.engine
         self.sampler_name = opts.sampler or s.sampler
         self.budget = opts.budget or s.budget
@@ -211,7 +210,7 @@ class Search:
         """
         import surrogates
 
-        if hasattr(self, "_budgeted_cache"):
+        if self._budgeted_cache is not None:
             return self._budgeted_cache
         t, enc = self.table, self.encoding
         parts = []
@@ -300,31 +299,22 @@ class Search:
     def _make_engine(self) -> PymooEngine | OptunaEngine:
         from evomp.baselines._freebits import latency_refiner
 
+        # Free Bits' refinement when an objective is a latency: pymoo's repair; the Optuna
+        # engine's proposals get it in _round
         self._refiner = latency_refiner(self.table, self.objectives)
         if self._refiner is not None:
             self._say("Free Bits refinement on: precision is raised wherever that lowers "
-                      f"{[m for m in self.objectives.hw_metrics if 'latency' in m][0]}")
+                      f"{self._refiner.metric}")
         n_obj = len(self.objectives.names)
         n_con = len(self.objectives.constraints)
         if self.engine_name == "pymoo":
             return PymooEngine(self.table, self.encoding, n_obj, n_con, self.s.algorithm,
                                self.s.population, self.ctx.spec.seed,
                                checkpoint=self.out / "pymoo_state.npz",
-                               repair=self._latency_repair(), budgeted=self._budgeted())
+                               repair=self._refiner, budgeted=self._budgeted())
         return OptunaEngine(self.encoding, n_obj, self.sampler_name,
                             trials=self.s.population * self.s.generations // 4,
                             population=self.s.population, seed=self.ctx.spec.seed)
-
-    def _latency_repair(self) -> Any:
-        """Free Bits' refinement as a pymoo repair when an objective is a latency metric
-        (the Optuna engine's proposals get the same refinement in :meth:`_round`)."""
-        from evomp.baselines._freebits import FreeBitsRepair
-
-        for m in self.objectives.hw_metrics:
-            if "latency" in m:
-                model = self.objectives.models[self.objectives.owners[m]]
-                return FreeBitsRepair(self.table, model, m)
-        return None
 
     def _round(self, round_: int) -> int:
         X, y, recs = self._true_data()
@@ -346,7 +336,7 @@ class Search:
         front = nondominated(obj.matrix(y, costs_true))
         pool = self.engine.propose(cheap, self.s.generations, inject=X[front])
         if self.engine_name == "optuna" and self._refiner is not None:
-            pool = self._refiner(pool)  # pymoo applies it as a repair already
+            pool = self._refiner.apply(pool)  # pymoo applies it as a repair already
         pool = repair_all_pruned(self.table, pool.astype(np.int64)).astype(np.int8)
         seen = {r.genome_hash for r in self.store.records()}
         pool = self._fresh(pool, seen)
@@ -357,7 +347,7 @@ class Search:
             P = self.encoding.random_params(n, self.rng, 0.5)
             R = np.concatenate([self.encoding.decode(P), self.ctx.space.random(n, self.rng)])
             if self._refiner is not None:
-                R = self._refiner(R)
+                R = self._refiner.apply(R)
             pool = self._fresh(repair_all_pruned(self.table, R.astype(np.int64)
                                                  ).astype(np.int8), seen)
             if len(pool) == 0:

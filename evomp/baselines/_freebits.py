@@ -25,7 +25,8 @@ So no precision is ever lowered and the latency of every configuration never gro
 For the search loop, :func:`refine` is a plain vectorized function on a genome batch of
 any engine's proposals (``refine(table, genomes, latency_model, metric) -> genomes``), and
 :func:`latency_refiner` builds that step from a run's objectives (None when no objective
-is a latency); :class:`FreeBitsRepair` wraps it as a pymoo repair.
+is a latency) as a :class:`FreeBitsRepair`: a pymoo repair whose ``apply`` serves the
+other engines.
 
 As a baseline (``evomp baseline SPEC --method freebits --from DIR``) the refinement's cost
 is only part of the cost of its front: the refined run's CPU seconds are recorded as
@@ -38,7 +39,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -202,8 +202,8 @@ def refine(table: LayerTable, genomes: np.ndarray, latency_model: HardwareModel,
 
 
 def latency_refiner(table: LayerTable, objectives: Any, *, ties: bool = False
-                    ) -> Callable[[np.ndarray], np.ndarray] | None:
-    """The Free Bits step for a run: ``fn(genomes) -> refined genomes``, or None.
+                    ) -> FreeBitsRepair | None:
+    """The Free Bits step for a run, or None when no objective is a latency.
 
     The first hardware objective whose name contains ``latency`` is the metric, and the
     run's own instance of the model providing it is the latency model.
@@ -211,32 +211,23 @@ def latency_refiner(table: LayerTable, objectives: Any, *, ties: bool = False
     Args:
         table: the layer table of the genomes.
         objectives: the run's :class:`~evomp._objectives.Objectives` (anything with
-            ``hw_metrics`` and ``models``, the model instances by name).
+            ``hw_metrics``, ``owners`` and ``models``, the model instances by name).
         ties: also raise precision where the latency stays equal.
 
     Returns:
-        ``fn`` applying :func:`refine` with that model and metric to a genome batch, or
-        None when no objective is a latency.
+        A :class:`FreeBitsRepair`: a pymoo repair, and ``.apply(genomes)`` for any other
+        engine's proposals.
     """
     for m in objectives.hw_metrics:
-        if "latency" not in m:
-            continue
-        model = next((x for x in objectives.models.values() if m in x.metrics), None)
-        if model is None:
-            raise EvompError(f"no hardware model of the run provides {m!r}")
-
-        def fn(genomes: np.ndarray, _model: HardwareModel = model, _m: str = m) -> np.ndarray:
-            return refine(table, genomes, _model, _m, ties=ties)
-
-        fn.__doc__ = f"Free Bits refinement for {m!r} of model {model.name!r}."
-        return fn
+        if "latency" in m:
+            return FreeBitsRepair(table, objectives.models[objectives.owners[m]], m, ties)
     return None
 
 
 class FreeBitsRepair(Repair):
     """A pymoo repair that applies :func:`refine` to every offspring (the search's repair
     step when an objective is a latency): repaired genomes are never slower and never
-    lower in precision.
+    lower in precision. :meth:`apply` is the same step on a plain genome batch.
 
     Args:
         table: the layer table of the genomes.
@@ -253,10 +244,12 @@ class FreeBitsRepair(Repair):
         self.metric = latency_metric(latency_model, metric)
         self.ties = ties
 
+    def apply(self, genomes: np.ndarray) -> np.ndarray:
+        """Refined ``(n, n_genes)`` genomes (see :func:`refine`)."""
+        return refine(self.table, genomes, self.latency_model, self.metric, ties=self.ties)
+
     def _do(self, problem: Any, X: np.ndarray, **kwargs: Any) -> np.ndarray:
-        G = np.rint(np.asarray(X, dtype=float)).astype(np.int64)
-        return refine(self.table, G, self.latency_model, self.metric,
-                      ties=self.ties).astype(float)
+        return self.apply(np.rint(np.asarray(X, dtype=float)).astype(np.int64)).astype(float)
 
 
 # ------------------------------------------------------------------------- method

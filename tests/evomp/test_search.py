@@ -123,7 +123,8 @@ def test_optuna_engine_run(tmp_path: Path) -> None:
                                                          s.constraints, s.hardware))
     rounds = np.stack([genome_from_hex(t.user_attrs["genome"]) for t in done
                        if t.user_attrs["source"] == "round"])
-    np.testing.assert_array_equal(refine(rounds), rounds)  # round candidates are refined
+    assert refine is not None
+    np.testing.assert_array_equal(refine.apply(rounds), rounds)  # round candidates are refined
 
 
 def _python() -> list[str]:

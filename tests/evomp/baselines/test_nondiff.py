@@ -539,8 +539,8 @@ def test_refine_takes_any_engines_proposals() -> None:
     obj = Objectives(t, ["accuracy", "memory_bytes", "latency_cycles"], hardware=["pulp"])
     fn = latency_refiner(t, obj)
     assert fn is not None
-    np.testing.assert_array_equal(fn(G), refine(t, G, obj.models["pulp"], "latency_cycles"))
-    assert np.all(obj.costs(fn(G))["latency_cycles"] <= obj.costs(G)["latency_cycles"])
+    np.testing.assert_array_equal(fn.apply(G), refine(t, G, obj.models["pulp"], "latency_cycles"))
+    assert np.all(obj.costs(fn.apply(G))["latency_cycles"] <= obj.costs(G)["latency_cycles"])
     assert latency_refiner(t, Objectives(t, ["accuracy", "memory_bytes"],
                                          hardware=["pulp"])) is None
 
