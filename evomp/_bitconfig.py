@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from evomp._errors import EvompError
 from hwmodels import MAX_BITS
 
 __all__ = ["BitConfig"]
@@ -42,6 +43,32 @@ class BitConfig:
             a[name] = int(b)
         object.__setattr__(self, "weights", MappingProxyType(w))
         object.__setattr__(self, "activations", MappingProxyType(a))
+
+    def check_matches(self, layer_names: Sequence[str], out_channels: Sequence[int]) -> None:
+        """Check that this configuration is for the layers ``layer_names`` (in any order)
+        with ``out_channels`` output channels each.
+
+        Raises:
+            EvompError: a layer missing or unknown, or a channel count that differs.
+        """
+        names = list(layer_names)
+        for what, d in (("weights", self.weights), ("activations", self.activations)):
+            missing = [n for n in names if n not in d]
+            extra = [n for n in d if n not in names]
+            if missing or extra:
+                parts = ([f"lacks layers {missing}"] if missing else []) + (
+                    [f"names unknown layers {extra}"] if extra else [])
+                raise EvompError(
+                    f"BitConfig does not match the model: {what} {'; '.join(parts)} "
+                    f"(quantized layers are {names})"
+                )
+        for name, n_out in zip(names, out_channels, strict=True):
+            if len(self.weights[name]) != n_out:
+                raise EvompError(
+                    f"BitConfig does not match the model: weights[{name!r}] has "
+                    f"{len(self.weights[name])} channels, the layer has {n_out}; give one "
+                    "bit-width per output channel"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return {

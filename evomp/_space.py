@@ -310,8 +310,9 @@ class SearchSpace:
     def config_bits(self, configs: Sequence[BitConfig]) -> tuple[np.ndarray, np.ndarray]:
         """Decoded bit arrays of configurations, checked against this space's layers."""
         names = self.layer_names
+        outs = [lay.out_channels for lay in self.layers]
         for c in configs:
-            self._check_config(c)
+            c.check_matches(names, outs)
         wb = np.array(
             [np.concatenate([c.weights[n] for n in names]) for c in configs], dtype=np.int64
         ).reshape(len(configs), self.table.n_channels)
@@ -325,26 +326,6 @@ class SearchSpace:
             return self.table.encode(wb, ab)
         except ValueError as e:
             raise EvompError(str(e)) from e
-
-    def _check_config(self, c: BitConfig) -> None:
-        names = self.layer_names
-        for what, d in (("weights", c.weights), ("activations", c.activations)):
-            missing = [n for n in names if n not in d]
-            extra = [n for n in d if n not in names]
-            if missing or extra:
-                raise EvompError(
-                    f"BitConfig does not match the model: {what} "
-                    + (f"lacks layers {missing}" if missing else "")
-                    + ("; " if missing and extra else "")
-                    + (f"names unknown layers {extra}" if extra else "")
-                    + f" (layers are {names})"
-                )
-        for lay in self.layers:
-            if len(c.weights[lay.name]) != lay.out_channels:
-                raise EvompError(
-                    f"BitConfig does not match the model: weights[{lay.name!r}] has "
-                    f"{len(c.weights[lay.name])} channels, the layer has {lay.out_channels}"
-                )
 
     # ----------------------------------------------------------------- report
     def describe(self) -> list[dict[str, Any]]:

@@ -142,24 +142,7 @@ class QuantModel(nn.Module):
                 layer a channel count other than its output channels.
         """
         names = self.layer_names
-        for what, d in (("weights", config.weights), ("activations", config.activations)):
-            missing = [n for n in names if n not in d]
-            extra = [n for n in d if n not in names]
-            if missing or extra:
-                parts = ([f"lacks layers {missing}"] if missing else []) + (
-                    [f"names unknown layers {extra}"] if extra else [])
-                raise EvompError(
-                    f"BitConfig does not match the model: {what} {'; '.join(parts)} "
-                    f"(quantized layers are {names})"
-                )
-        for name, q in zip(names, self.qlayers, strict=True):
-            n_out = int(q.w_bits.shape[0])
-            if len(config.weights[name]) != n_out:
-                raise EvompError(
-                    f"BitConfig does not match the model: weights[{name!r}] has "
-                    f"{len(config.weights[name])} channels, the layer has {n_out}; give one "
-                    "bit-width per output channel"
-                )
+        config.check_matches(names, [int(q.w_bits.shape[0]) for q in self.qlayers])
         for name, q in zip(names, self.qlayers, strict=True):
             q.set_bits(torch.as_tensor(config.weights[name], dtype=torch.long),
                        int(config.activations[name]))
