@@ -211,7 +211,7 @@ def latency_refiner(table: LayerTable, objectives: Any, *, ties: bool = False
     Args:
         table: the layer table of the genomes.
         objectives: the run's :class:`~evomp._objectives.Objectives` (anything with
-            ``hw_metrics``, ``owners`` and ``models``, the model instances by name).
+            ``hw_metrics`` and ``model_for(metric)``).
         ties: also raise precision where the latency stays equal.
 
     Returns:
@@ -220,7 +220,7 @@ def latency_refiner(table: LayerTable, objectives: Any, *, ties: bool = False
     """
     for m in objectives.hw_metrics:
         if "latency" in m:
-            return FreeBitsRepair(table, objectives.models[objectives.owners[m]], m, ties)
+            return FreeBitsRepair(table, objectives.model_for(m), m, ties)
     return None
 
 
