@@ -37,6 +37,8 @@ from torch import nn
 from evomp._bitconfig import BitConfig
 from evomp._errors import EvompError
 from evomp.quant import QuantLayer, QuantModel
+from evomp.quant._functional import act_int_range, weight_levels, weight_quant_consts
+from evomp.quant._model import _set_submodule
 
 __all__ = [
     "ExportResult",
@@ -60,10 +62,7 @@ E2E_AGREEMENT = 0.995
 # ------------------------------------------------------------------------ integers
 def _act_range(q: QuantLayer) -> tuple[float, int, int]:
     """``(a_scale, a_qmin, a_qmax)`` exactly as :func:`evomp.quant.quantize_act` uses."""
-    b = int(q.a_bits)
-    signed = bool(q.a_signed)
-    qmax = max(2 ** (b - 1) - 1, 1) if signed else 2**b - 1
-    qmin = -qmax if signed else 0
+    qmin, qmax = act_int_range(int(q.a_bits), bool(q.a_signed))
     step = (q.a_alpha.detach().abs() + 1e-8) / qmax  # float32, as in the forward
     return float(step), qmin, qmax
 
@@ -80,13 +79,9 @@ def integer_arrays(qmodel: QuantModel) -> dict[str, np.ndarray]:
         w = q.module.weight.detach().float().cpu()
         bits = q.w_bits.detach().cpu()
         s = (q.w_scale.detach().float().cpu().abs() + 1e-12)
-        shape = (-1,) + (1,) * (w.dim() - 1)
-        x = w / s.reshape(shape)
-        qmax = torch.clamp(torch.pow(2.0, bits.float() - 1.0) - 1.0, min=1.0).reshape(shape)
-        wi = torch.round(x).clamp(-qmax, qmax)
-        binary = (bits == 1).reshape(shape)
-        wi = torch.where(binary, torch.where(x >= 0, 1.0, -1.0), wi)
-        wi = wi * (bits > 0).reshape(shape)
+        qmax, keep, binary = weight_quant_consts(bits, w.dim(), w.dtype)
+        _, wi = weight_levels(w, s.reshape((-1,) + (1,) * (w.dim() - 1)), qmax, binary)
+        wi = wi * keep
         dtype = np.int8 if int(bits.max()) <= 8 else np.int16
         step, qmin, qmax_a = _act_range(q)
         out[f"{name}.w_int"] = wi.numpy().astype(dtype)
@@ -151,17 +146,26 @@ class IntegerLayer(nn.Module):
         xi = xi.double()
         ch = 1 if self.kind != "linear" else -1
         out: torch.Tensor | None = None
+        # a sub-kernel holds only its group's rows of the weights; in a grouped convolution
+        # an output channel's inputs depend on its position, so there the other rows are
+        # zeroed instead of dropped
+        sliced = self.geom.get("groups", 1) == 1
         for b in torch.unique(self.w_bits).tolist():
-            idx = torch.nonzero(self.w_bits == b).reshape(-1)
             if b == 0:
                 continue  # pruned channels: no kernel, bias only
-            mask = torch.zeros_like(self.w_bits, dtype=torch.float64)
-            mask[idx] = 1.0
-            w = self.w_int * mask.reshape((-1,) + (1,) * (self.w_int.dim() - 1))
-            acc = self._op(xi, w)  # one sub-kernel per precision group
+            idx = torch.nonzero(self.w_bits == b).reshape(-1).to(xi.device)
+            if sliced:
+                acc = self._op(xi, self.w_int.index_select(0, idx))
+            else:
+                keep = torch.zeros(self.w_int.shape[0], dtype=self.w_int.dtype,
+                                   device=idx.device).index_fill_(0, idx, 1.0)
+                rows = keep.reshape((-1,) + (1,) * (self.w_int.dim() - 1))
+                acc = self._op(xi, self.w_int * rows).index_select(ch, idx)
             if out is None:
-                out = torch.zeros_like(acc)
-            out.index_copy_(ch, idx.to(acc.device), acc.index_select(ch, idx.to(acc.device)))
+                shape = list(acc.shape)
+                shape[ch] = self.w_int.shape[0]
+                out = acc.new_zeros(shape)
+            out.index_copy_(ch, idx, acc)
         if out is None:  # every channel pruned
             out = self._op(xi, torch.zeros_like(self.w_int))
         scale = (self.a_scale.double() * self.w_scale.double()).to(out.device)
@@ -171,12 +175,6 @@ class IntegerLayer(nn.Module):
         if self.bias is not None:
             y = y + self.bias.double().reshape(shape)
         return y.to(x.dtype)
-
-
-def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, new)
 
 
 def rebuild_integer_model(qmodel: QuantModel, arrays: dict[str, np.ndarray]) -> nn.Module:
@@ -441,14 +439,12 @@ def export_run(
     if dest.exists() and any(dest.iterdir()) and not force:
         raise EvompError(f"{dest} is not empty; pick another --out (or --force to overwrite "
                          "the export files in it)")
-    from evomp._runner import build_task
+    from evomp._runner import _checkpoint_key, build_task
     from evomp._spec import load_spec
     from hwmodels import LayerTable
 
     spec = load_spec(d / "spec.toml")
-    float_ck = torch.load(d / "float.pt", map_location="cpu", weights_only=True) \
-        if (d / "float.pt").is_file() else {}
-    user = str(float_ck.get("key", "")).startswith("user")
+    user = str(_checkpoint_key(d / "float.pt") or "").startswith("user")
     if user and (model is None or task is None):
         raise EvompError(f"{d} was made from Python with one's own model: export it with "
                          "evomp.export_run(DIR, OUT, pick=..., model=YourModel(), task=task)")

@@ -44,6 +44,7 @@ from evomp.quant import (
     quantize_act,
     quantize_weight,
 )
+from evomp.quant._model import _set_submodule
 from evomp.tasks import Task, TensorData, batches
 
 __all__ = [
@@ -274,11 +275,6 @@ class Supernet(nn.Module):
 def one_hot(idx: torch.Tensor, n: int) -> torch.Tensor:
     """``(n, *idx.shape)`` float one-hot of the indices ``idx`` along a new first axis."""
     return F.one_hot(idx, n).movedim(-1, 0).to(torch.float32)
-
-
-def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, child, new)
 
 
 @torch.no_grad()

@@ -21,6 +21,8 @@ __all__ = [
     "quantize_weight",
     "fake_quant_weight",
     "act_levels",
+    "act_int_range",
+    "weight_levels",
     "calibrate_alpha",
     "quantize_act",
     "fake_quant_act",
@@ -86,6 +88,19 @@ def init_weight_scale(w: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
         return torch.where(bits > 0, scale, torch.ones_like(scale))
 
 
+def weight_levels(
+    w: torch.Tensor, scale: torch.Tensor, qmax: torch.Tensor, binary: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(w / scale, integer levels)``: rounded and clipped to ``±qmax``; binary channels
+    take the sign. What the fake-quant forward and the integer export both compute (the
+    levels of pruned channels are not zeroed here: multiply by ``keep``)."""
+    x = w / scale
+    q = torch.round(x).clamp_(min=-qmax, max=qmax)
+    if binary is not None:
+        q = torch.where(binary, torch.where(x >= 0, 1.0, -1.0).to(q.dtype), q)
+    return x, q
+
+
 class _WeightFakeQuant(torch.autograd.Function):
     """Per-channel fake-quant as one autograd node (STE for ``w``, LSQ for ``scale``).
 
@@ -98,10 +113,7 @@ class _WeightFakeQuant(torch.autograd.Function):
         ctx.raw_sign = torch.sign(scale) if raw else None
         if raw:
             scale = scale.abs() + 1e-12
-        x = w / scale
-        q = torch.round(x).clamp_(min=-qmax, max=qmax)
-        if binary is not None:
-            q = torch.where(binary, torch.where(x >= 0, 1.0, -1.0).to(q.dtype), q)
+        x, q = weight_levels(w, scale, qmax, binary)
         out = q * scale * keep
         ctx.save_for_backward(x, q, qmax, keep, binary)
         ctx.shape = scale.shape
@@ -232,12 +244,16 @@ def quantize_act(
     Gradients reach ``x`` (STE inside the range) and ``alpha`` (LSQ, equivalent to
     PACT's learnable clipping range).
     """
-    b = int(bits)
-    if bool(signed):
-        qmin, qmax = -max(2 ** (b - 1) - 1, 1), max(2 ** (b - 1) - 1, 1)
-    else:
-        qmin, qmax = 0, 2**b - 1
+    qmin, qmax = act_int_range(int(bits), bool(signed))
     return _ActFakeQuant.apply(x, alpha, qmin, qmax)
+
+
+def act_int_range(bits: int, signed: bool) -> tuple[int, int]:
+    """``(qmin, qmax)`` integer levels of a ``bits``-bit activation quantizer."""
+    if signed:
+        qmax = max(2 ** (bits - 1) - 1, 1)
+        return -qmax, qmax
+    return 0, 2**bits - 1
 
 
 def calibrate_alpha(x: torch.Tensor, bits: int, signed: bool) -> float:
