@@ -214,20 +214,6 @@ def _command_of(m: Method) -> list[str]:
         return list(m.cmd)
 
 
-def _comparable(cmd: list[str]) -> list[str]:
-    """The command without the options that do not change the result (``--jobs``)."""
-    out, skip = [], False
-    for c in cmd:
-        if skip:
-            skip = False
-            continue
-        if c == "--jobs":
-            skip = True
-            continue
-        out.append(c)
-    return out
-
-
 def outdated(m: Method, plan: dict[str, Method]) -> list[str]:
     """The runs ``m`` refines that finished after ``m`` did (``m`` refined an older front)."""
     mine = m.out / "run.json"
@@ -252,7 +238,7 @@ def state(m: Method, spec_text: str, plan: dict[str, Method] | None = None) -> s
     side = out / "bench_cmd.json"
     if side.is_file():
         try:
-            if json.loads(side.read_text()).get("cmd") != _comparable(m.cmd):
+            if json.loads(side.read_text()).get("cmd") != list(m.cmd):
                 return "stale"
         except ValueError:
             return "stale"
@@ -296,7 +282,7 @@ def run_method(m: Method, spec_text: str, fresh: set[str], jobs: int, log_dir: P
     if rc != 0:
         print(log.read_text()[-3000:])
         raise SystemExit(f"[{m.key}] failed (rc={rc}); log: {log}")
-    (m.out / "bench_cmd.json").write_text(json.dumps({"cmd": _comparable(m.cmd)}, indent=1))
+    (m.out / "bench_cmd.json").write_text(json.dumps({"cmd": list(m.cmd)}, indent=1))
     print(f"[{m.key}] done in {wall:.0f}s wall", flush=True)
     return {"name": m.key, "dir": str(m.out), "reused": False, "resumed": st == "resume",
             "wall_seconds": wall}

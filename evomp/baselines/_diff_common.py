@@ -57,7 +57,6 @@ __all__ = [
     "expected_cost",
     "sweep_values",
     "epoch_batches",
-    "make_optimizer",
     "make_weight_optimizer",
     "n_batches",
     "predecessors",
@@ -430,7 +429,7 @@ def cost_lut(ctx: Any, kind: str, options: Sequence[tuple[tuple[int, ...], tuple
             for h in ctx.spec.search.hardware:
                 cand = hwmodels.get(h, table=t, **dict(ctx.spec.hw.get(h, {})))
                 if metric in cand.metrics:
-                    model = cand
+                    model, model_name = cand, h
                     break
         if model is None:
             model_name = model_name or hwmodels.metric_owner(metric)
@@ -537,11 +536,6 @@ def n_batches(task: Task, batch_size: int) -> int:
         return max(1, len(data))
     except TypeError:
         return max(1, sum(1 for _ in data))
-
-
-def make_optimizer(groups: list[dict]) -> torch.optim.Optimizer:
-    """Adam over non-empty parameter groups."""
-    return make_adam([g for g in groups if g["params"]])
 
 
 def make_weight_optimizer(groups: list[dict], kind: str, method: str) -> torch.optim.Optimizer:
