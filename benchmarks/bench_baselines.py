@@ -29,7 +29,7 @@ interrupted call picks up where it stopped. ``--only a,b`` runs just those metho
 report covers every method whose run directory is finished, so partial calls build up
 the full comparison. ``--fresh a,b`` reruns methods from scratch.
 
-The report (``evomp._compare``, one fixed reference point per metric): accuracy against
+The report (``evomp.reports._compare``, one fixed reference point per metric): accuracy against
 memory and against GAP8 latency for every row; channel-wise against layer-wise at
 iso-accuracy (search, ILP, DNAS: memory of the smallest front member reaching each
 accuracy); each differentiable method's number of distinct configurations and whether its
@@ -63,8 +63,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from evomp._compare import Comparison, compare_runs, plot_fronts  # noqa: E402
-from evomp._spec import RunSpec, load_spec, spec_to_toml  # noqa: E402
+from evomp.reports._compare import Comparison, compare_runs, plot_fronts  # noqa: E402
+from evomp.run._spec import RunSpec, load_spec, spec_to_toml  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
@@ -301,7 +301,7 @@ def _uniform8_memory(spec_path: Path, dirs: list[Path]) -> float:
             t = LayerTable.from_dict(json.loads((d / "space.json").read_text()))
             mem = hwmodels.get("memory", table=t, **params)
             return float(mem.cost(t, t.uniform(8, 8))["memory_bytes"][0])
-    from evomp._runner import build_space
+    from evomp.run._context import build_space
 
     space = build_space(spec)
     mem = hwmodels.get("memory", table=space.table, **params)

@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 
 from evomp import SearchSpace
-from evomp._train import evaluate_model, make_adam, set_threads
 from evomp.quant import QuantModel
 from evomp.tasks import batches, get_task
+from evomp.tasks._train import evaluate_model, make_adam, set_threads
 
 
 def _time_steps(model: torch.nn.Module, task, steps: int, bs: int) -> float:

@@ -27,13 +27,16 @@ from pymoo.indicators.hv import HV
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from evomp._objectives import Objectives  # noqa: E402
-from evomp._parallel import evaluate_parallel  # noqa: E402
-from evomp._runner import open_run  # noqa: E402
-from evomp._search import Search, SearchOptions, channel_importance  # noqa: E402
-from evomp._sensitivity import run_profile  # noqa: E402
-from evomp._spec import load_spec  # noqa: E402
 from evomp.engines import CompactEncoding, OptunaEngine, PymooEngine  # noqa: E402
+from evomp.evaluation._parallel import evaluate_parallel  # noqa: E402
+from evomp.evaluation._sensitivity import (
+    channel_importance,  # noqa: E402
+    run_profile,  # noqa: E402
+)
+from evomp.objectives._objectives import Objectives  # noqa: E402
+from evomp.run._context import open_run  # noqa: E402
+from evomp.run._spec import load_spec  # noqa: E402
+from evomp.search._loop import Search, SearchOptions  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -52,7 +55,7 @@ def open_cached(spec_path: str, out: Path):  # type: ignore[no-untyped-def]
     """
     import dataclasses
 
-    from evomp._evaluate import Evaluator
+    from evomp.evaluation._evaluator import Evaluator
 
     spec = load_spec(spec_path)
     spec = dataclasses.replace(spec, search=dataclasses.replace(

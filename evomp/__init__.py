@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from evomp._bitconfig import BitConfig
 from evomp._errors import EvompError, SpecError
-from evomp._evaluate import EvalResult, Evaluator, genome_hash
-from evomp._export import ExportResult, export_run
-from evomp._objectives import Objectives
-from evomp._protocol import read_front
-from evomp._report import Report, write_report
-from evomp._runner import RunContext, make_context, open_run
-from evomp._search import Search, SearchOptions
-from evomp._space import SearchSpace
-from evomp._spec import RunSpec, load_spec, parse_spec
-from evomp._train import QATConfig, TrainConfig, pretrain
+from evomp.evaluation import EvalResult, Evaluator
+from evomp.objectives import Objectives
 from evomp.quant import QuantModel
-from evomp.tasks import Task, get_task
+from evomp.reports import ExportResult, Report, export_run, write_report
+from evomp.run import RunContext, RunSpec, load_spec, make_context, open_run, parse_spec, read_front
+from evomp.search import Search, SearchOptions
+from evomp.space import BitConfig, SearchSpace, genome_hash
+from evomp.tasks import QATConfig, Task, TrainConfig, get_task, pretrain
 
 __version__ = "0.1.0"
 

@@ -52,8 +52,8 @@ from evomp.baselines._diff_common import (
     point_stats,
     sweep_values,
 )
-from evomp.baselines._freebits import refine_bits
 from evomp.baselines._registry import BaselineOptions, BaselineResult, check_params, register_method
+from evomp.engines import refine_bits
 
 __all__ = ["DEFAULTS", "BayesBitsLayer", "HardConcrete", "gate_on"]
 
@@ -288,7 +288,7 @@ def _refine_target(ctx: Any, objectives: Any, setting: str) -> tuple[Any, str] |
     ``[hw.<model>]``) and metric (default: its first).
     """
     import hwmodels
-    from evomp.baselines._freebits import latency_metric
+    from evomp.engines import latency_metric
 
     if setting in ("", "none"):
         return None

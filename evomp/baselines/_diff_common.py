@@ -35,17 +35,16 @@ from torch import nn
 
 import hwmodels
 from evomp._errors import EvompError
-from evomp._train import evaluate_model, make_adam
 from evomp.quant import (
-    QUANTIZABLE,
     QuantModel,
     calibrate_alpha,
     init_weight_scale,
     quantize_act,
     quantize_weight,
+    set_submodule,
 )
-from evomp.quant._model import _set_submodule
-from evomp.tasks import Task, TensorData, batches
+from evomp.space import QUANTIZABLE
+from evomp.tasks import Task, TensorData, batches, evaluate_model, make_adam
 
 __all__ = [
     "SearchLayer",
@@ -350,7 +349,7 @@ def build_supernet(
         signed = bool((x < 0).any())
         alphas = [calibrate_alpha(x, b, signed) for b in a_opts]
         s = make_layer(i, net.get_submodule(n), w_opts, a_opts, signed, alphas)
-        _set_submodule(net, n, s)
+        set_submodule(net, n, s)
         layers.append(s)
     return Supernet(net, names, layers).to(ctx.device)
 
@@ -694,7 +693,7 @@ def finish_points(
     Returns:
         ``(genomes (n, n_genes) int8, info)``.
     """
-    from evomp.engines._operators import repair_all_pruned
+    from evomp.space import repair_all_pruned
 
     t = ctx.space.table
     try:

@@ -47,8 +47,8 @@ from evomp.baselines._registry import BaselineOptions, BaselineResult, check_par
 from hwmodels import BitBatch, HardwareModel, LayerTable, MemoryModel
 
 if TYPE_CHECKING:
-    from evomp._objectives import Objectives
-    from evomp._runner import RunContext
+    from evomp.objectives import Objectives
+    from evomp.run import RunContext
 
 __all__ = [
     "BudgetCost",
@@ -680,8 +680,8 @@ def to_space(src: LayerTable, dst: LayerTable, genomes: np.ndarray) -> np.ndarra
 def ilp_method(ctx: RunContext, objectives: Objectives, opts: BaselineOptions
                ) -> BaselineResult:
     """HAWQ-V3-style ILP sweep (see the module docstring); ``[baselines.ilp]`` in DEFAULTS."""
-    from evomp._evaluate import genome_hash
-    from evomp._sensitivity import run_profile
+    from evomp.evaluation import run_profile
+    from evomp.space import genome_hash
 
     p = check_params("ilp", opts.params, DEFAULTS)
     table = ctx.space.table

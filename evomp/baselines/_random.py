@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from evomp._errors import EvompError
-from evomp._objectives import nondominated
-from evomp._parallel import evaluate_parallel
 from evomp.baselines._registry import BaselineOptions, BaselineResult, check_params, register_method
+from evomp.evaluation import evaluate_parallel
+from evomp.objectives import nondominated
 from hwmodels import LayerTable
 
 if TYPE_CHECKING:
-    from evomp._objectives import Objectives
-    from evomp._runner import RunContext
+    from evomp.objectives import Objectives
+    from evomp.run import RunContext
 
 __all__ = ["sample_genomes", "evaluation_rows", "front_candidates", "DEFAULTS"]
 
@@ -120,7 +120,7 @@ def front_candidates(objectives: Objectives, genomes: np.ndarray, accuracy: np.n
 def random_method(ctx: RunContext, objectives: Objectives, opts: BaselineOptions
                   ) -> BaselineResult:
     """``budget`` random genomes with the search's short QAT; the non-dominated ones go on."""
-    from evomp.engines._operators import repair_all_pruned
+    from evomp.space import repair_all_pruned
 
     p = check_params("random", opts.params, DEFAULTS)
     budget = opts.budget or ctx.spec.search.budget

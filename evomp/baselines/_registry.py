@@ -3,7 +3,7 @@
 A method is a function ``fn(ctx, objectives, opts) -> BaselineResult`` registered with
 ``@register_method("name")``. It returns the bit configurations it found (as genomes of
 ``ctx.space``); the caller then finishes them under the common final protocol
-(:func:`evomp._protocol.finish_run`: final QAT, test accuracy, hardware metrics, front,
+(:func:`evomp.run._protocol.finish_run`: final QAT, test accuracy, hardware metrics, front,
 run directory), so every method is scored exactly like the search.
 """
 
@@ -19,8 +19,8 @@ import numpy as np
 from evomp._errors import EvompError
 
 if TYPE_CHECKING:
-    from evomp._objectives import Objectives
-    from evomp._runner import RunContext
+    from evomp.objectives import Objectives
+    from evomp.run import RunContext
 
 __all__ = ["BaselineOptions", "BaselineResult", "register_method", "get_method", "METHODS"]
 

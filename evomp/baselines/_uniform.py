@@ -10,8 +10,8 @@ from evomp._errors import EvompError
 from evomp.baselines._registry import BaselineOptions, BaselineResult, check_params, register_method
 
 if TYPE_CHECKING:
-    from evomp._objectives import Objectives
-    from evomp._runner import RunContext
+    from evomp.objectives import Objectives
+    from evomp.run import RunContext
 
 __all__ = ["uniform_genomes", "DEFAULTS"]
 

@@ -28,11 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from evomp._objectives import Objectives
-    from evomp._protocol import CpuClock, finish_run
-    from evomp._runner import open_run
-    from evomp._spec import load_spec
     from evomp.baselines import BaselineOptions, get_method
+    from evomp.objectives import Objectives
+    from evomp.run import CpuClock, finish_run, load_spec, open_run
 
     spec = load_spec(args.spec)
     method = get_method(args.method)
@@ -73,7 +71,7 @@ def cpu_record(clock: Any, info: dict[str, Any]) -> dict[str, Any]:
     plus refinement), and recorded on their own as ``source_cpu_seconds``.
 
     Args:
-        clock: the run's :class:`~evomp._protocol.CpuClock`.
+        clock: the run's :class:`~evomp.run._protocol.CpuClock`.
         info: the method's info (``source_cpu_seconds`` is removed from it).
 
     Returns:

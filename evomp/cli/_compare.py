@@ -54,7 +54,7 @@ def _floats(text: str | None, what: str, n: int | None = None) -> list[float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from evomp._compare import compare_runs, format_table, plot_fronts
+    from evomp.reports import compare_runs, format_table, plot_fronts
 
     ref = _floats(args.ref_point, "--ref-point", 2)
     cmp = compare_runs(

@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from evomp._export import export_run
+    from evomp.reports import export_run
 
     res = export_run(args.dir, args.out, pick=args.pick, best_under=args.best_under,
                      onnx=not args.no_onnx, force=args.force)

@@ -130,8 +130,7 @@ def _fmt(v: float) -> str:
 def run_cost(args: argparse.Namespace) -> int:
     import hwmodels
     from evomp._errors import EvompError
-    from evomp._runner import build_space
-    from evomp._spec import load_spec
+    from evomp.run import build_space, load_spec
 
     configs = [_parse_uniform(u) for u in args.uniform]
     params = _parse_params(args.param)

@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from evomp._report import write_report
+    from evomp.reports import write_report
 
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()] if s else None  # noqa: E731
     rep = write_report(args.dir, args.out, split(args.pick), split(args.metrics))

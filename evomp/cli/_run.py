@@ -27,10 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from evomp._runner import open_run
-    from evomp._search import Search, SearchOptions
-    from evomp._spec import load_spec
     from evomp.cli._baseline import print_front
+    from evomp.run import load_spec, open_run
+    from evomp.search import Search, SearchOptions
 
     spec = load_spec(args.spec)
     if args.seed is not None:
@@ -66,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
 def print_reference(ctx) -> None:  # type: ignore[no-untyped-def]
     """Uniform reference points with test accuracy: what the search must beat (cached in
     the run directory, so a resume does not retrain them)."""
-    from evomp._evaluate import evaluate_uniform
+    from evomp.evaluation import evaluate_uniform
 
     space = ctx.space
     hi = max(space.a_bits)

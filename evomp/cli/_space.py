@@ -16,8 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from evomp._runner import build_space
-    from evomp._spec import load_spec
+    from evomp.run import build_space, load_spec
 
     spec = load_spec(args.spec)
     space = build_space(spec)

@@ -25,9 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from evomp._runner import open_run
-    from evomp._spec import load_spec
-    from evomp._worker import run_worker
+    from evomp.run import load_spec, open_run
+    from evomp.search import run_worker
 
     spec = load_spec(args.spec)
     ctx = open_run(spec, args.out, args.threads)

@@ -9,6 +9,7 @@ from pymoo.core.repair import Repair
 from pymoo.core.sampling import Sampling
 
 from evomp.engines._encoding import CompactEncoding
+from evomp.space import repair_all_pruned
 from hwmodels import LayerTable
 
 __all__ = ["ChainRepair", "MixedSampling", "LayerBlockCrossover", "LevelStepMutation",
@@ -181,19 +182,3 @@ class ChainRepair(Repair):
         return X
 
 
-def repair_all_pruned(table: LayerTable, G: np.ndarray) -> np.ndarray:
-    """Genomes where no searched layer has every weight channel pruned (vectorized)."""
-    if 0 not in table.w_choices:
-        return G
-    z = table.w_choices.index(0)
-    G = G.copy()
-    wg = table.w_gene_of_channel
-    for i in range(table.n_layers):
-        genes = np.unique(wg[table.layer_start[i] : table.layer_start[i + 1]])
-        genes = genes[genes >= 0]
-        if len(genes) == 0:
-            continue
-        dead = np.all(G[:, genes] == z, axis=1)
-        if dead.any():
-            G[dead, genes[0]] = z + 1
-    return G

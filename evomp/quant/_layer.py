@@ -16,10 +16,10 @@ from evomp.quant._functional import (
     quantize_weight_fast,
     weight_quant_consts,
 )
+from evomp.space import QUANTIZABLE
 
-__all__ = ["QuantLayer", "QUANTIZABLE"]
+__all__ = ["QuantLayer"]
 
-QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
 _MAX_BITS = 16
 
 

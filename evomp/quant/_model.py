@@ -9,14 +9,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from evomp._bitconfig import BitConfig
 from evomp._errors import EvompError
 from evomp.quant._layer import QuantLayer
+from evomp.space import BitConfig
 
-__all__ = ["QuantModel"]
+__all__ = ["QuantModel", "set_submodule"]
 
 
-def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
+def set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = root.get_submodule(parent_name) if parent_name else root
     setattr(parent, child, new)
@@ -47,7 +47,7 @@ class QuantModel(nn.Module):
             except AttributeError as e:
                 raise EvompError(f"model has no module named {name!r}") from e
             q = QuantLayer(mod)
-            _set_submodule(self.net, name, q)
+            set_submodule(self.net, name, q)
             self.qlayers.append(q)
         self._snapshot: dict[str, torch.Tensor] | None = None
 

@@ -1,24 +1,50 @@
-"""Tasks (model factory + data + loss + metric), built-in offline tasks and the model zoo."""
+"""Tasks (model factory + data + loss + metric), built-in offline tasks, the model zoo,
+float pretraining and the QAT training loop."""
 
 from __future__ import annotations
 
-from evomp.tasks._builtin import TASKS, get_task
+from evomp.tasks._builtin import TASK_MODELS, TASKS, get_task
 from evomp.tasks._task import Task, TensorData, accuracy, batches, from_arrays, from_npz
+from evomp.tasks._train import (
+    Diverged,
+    QATConfig,
+    TrainConfig,
+    evaluate_model,
+    float_cache_key,
+    make_adam,
+    pretrain,
+    resolve_device,
+    set_threads,
+    steps_per_epoch,
+    train_steps,
+)
 from evomp.tasks._zoo import MODELS, cnn1d, dscnn1d, get_model, mobilenetv1, resnet8
 
 __all__ = [
     "MODELS",
     "TASKS",
+    "TASK_MODELS",
+    "Diverged",
+    "QATConfig",
     "Task",
     "TensorData",
+    "TrainConfig",
     "accuracy",
     "batches",
     "cnn1d",
     "dscnn1d",
+    "evaluate_model",
+    "float_cache_key",
     "from_arrays",
     "from_npz",
     "get_model",
     "get_task",
+    "make_adam",
     "mobilenetv1",
+    "pretrain",
     "resnet8",
+    "resolve_device",
+    "set_threads",
+    "steps_per_epoch",
+    "train_steps",
 ]

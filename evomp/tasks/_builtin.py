@@ -11,10 +11,14 @@ from evomp._errors import EvompError
 from evomp.tasks._task import Task, from_arrays
 from evomp.tasks._zoo import MODELS
 
-__all__ = ["TASKS", "get_task"]
+__all__ = [
+    "TASKS",
+    "get_task",
+    "TASK_MODELS",
+]
 
 _DEFAULT_MODEL = {"mnist1d": "cnn1d", "digits": "resnet8"}
-_ALLOWED = {"mnist1d": ("cnn1d", "dscnn1d"), "digits": ("resnet8", "mobilenetv1")}
+TASK_MODELS = {"mnist1d": ("cnn1d", "dscnn1d"), "digits": ("resnet8", "mobilenetv1")}
 
 
 @functools.lru_cache(maxsize=1)
@@ -75,9 +79,9 @@ def get_task(
     if name not in _DEFAULT_MODEL:
         raise EvompError(f"unknown task {name!r}; built-in tasks are {sorted(_DEFAULT_MODEL)}")
     model = model or _DEFAULT_MODEL[name]
-    if model not in _ALLOWED[name]:
+    if model not in TASK_MODELS[name]:
         raise EvompError(
-            f"model {model!r} does not fit task {name!r}; choose one of {list(_ALLOWED[name])}"
+            f"model {model!r} does not fit task {name!r}; choose one of {list(TASK_MODELS[name])}"
         )
     x_train, y_train, x_test, y_test = _mnist1d_arrays() if name == "mnist1d" else _digits_arrays()
     kw = dict(model_kwargs or {})

@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from pymoo.indicators.hv import HV
 
-from evomp._compare import compare_runs, default_ref_point, format_table, hypervolume_2d, load_run
 from evomp._errors import EvompError
 from evomp.cli import main
+from evomp.objectives._pareto import hypervolume_2d
+from evomp.reports._compare import compare_runs, default_ref_point, format_table, load_run
 
 
 def write_run(d: Path, points: list[tuple[float, float]], method: str = "search",

@@ -9,8 +9,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evomp import EvalResult, EvompError
-from evomp._objectives import Objectives, nondominated, parse_constraint
-from evomp._store import Store, open_storage
 from evomp.engines import (
     CompactEncoding,
     KeepChannelRepair,
@@ -20,8 +18,11 @@ from evomp.engines import (
     PymooEngine,
     importance_rank,
     initial_design,
-    repair_all_pruned,
 )
+from evomp.objectives._objectives import Objectives, parse_constraint
+from evomp.objectives._pareto import nondominated
+from evomp.search._store import Store, open_storage
+from evomp.space import repair_all_pruned
 from hwmodels import Layer, LayerTable
 
 
@@ -219,7 +220,7 @@ def test_store_records_and_reloads(tmp_path: Path) -> None:
 
 def test_pymoo_engine_with_free_bits_repair(rng) -> None:
     import hwmodels
-    from evomp.baselines._freebits import FreeBitsRepair, refine
+    from evomp.engines._refine import FreeBitsRepair, refine
 
     t = _table()
     enc = CompactEncoding(t, rng.random(t.n_channels))

@@ -11,14 +11,9 @@ import pytest
 import torch
 
 from evomp import EvompError
-from evomp._export import (
-    check_export,
-    export_onnx,
-    integer_arrays,
-    rebuild_integer_model,
-    select_member,
-)
 from evomp.quant import QuantModel
+from evomp.quant._integer import check_export, export_onnx, integer_arrays, rebuild_integer_model
+from evomp.reports._export import select_member
 
 
 def _mixed_model(model, space, x) -> QuantModel:  # type: ignore[no-untyped-def]

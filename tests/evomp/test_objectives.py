@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from evomp import BitConfig, EvompError
-from evomp._objectives import Objectives
+from evomp.objectives._objectives import Objectives
 from hwmodels import Layer, LayerTable
 
 

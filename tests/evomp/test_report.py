@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evomp._objectives import Objectives
-from evomp._protocol import CpuClock, finish_run
-from evomp._report import hypervolume_trace, load_run_data
-from evomp._runner import open_run
-from evomp._spec import load_spec
 from evomp.cli import main
+from evomp.objectives._objectives import Objectives
+from evomp.reports._report import hypervolume_trace, load_run_data
+from evomp.run._context import open_run
+from evomp.run._protocol import CpuClock, finish_run
+from evomp.run._spec import load_spec
 
 TINY = """
 name = "tiny-report"

@@ -20,10 +20,10 @@ import numpy as np
 import optuna
 import pytest
 
-from evomp._parallel import evaluate_parallel
-from evomp._runner import open_run
-from evomp._spec import load_spec
 from evomp.cli import main
+from evomp.evaluation._parallel import evaluate_parallel
+from evomp.run._context import open_run
+from evomp.run._spec import load_spec
 
 TINY = """
 name = "tiny"
@@ -104,9 +104,9 @@ def test_seeded_run_is_reproducible_and_complete(tmp_path: Path, capsys) -> None
 
 def test_optuna_engine_run(tmp_path: Path) -> None:
     """The Optuna engine with a latency objective: compact trials, Free Bits-refined rounds."""
-    from evomp._objectives import Objectives
-    from evomp._protocol import genome_from_hex
-    from evomp.baselines._freebits import latency_refiner
+    from evomp.engines._refine import latency_refiner
+    from evomp.objectives._objectives import Objectives
+    from evomp.space._genome import genome_from_hex
 
     spec = _spec(tmp_path, "optuna", budget=8, objectives='["accuracy", "latency_cycles"]')
     assert main(["run", str(spec), "--out", str(tmp_path / "o"), "--sampler", "tpe",
@@ -195,7 +195,7 @@ def test_dask_local_cluster_matches_sequential(tmp_path: Path) -> None:
     ctx.evaluator.cache.clear()
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster:
-        from evomp._parallel import backend_context
+        from evomp.evaluation._parallel import backend_context
 
         # by scheduler address, as `evomp run --scheduler tcp://host:8786` passes it
         with backend_context(cluster.scheduler_address) as backend:
@@ -305,9 +305,9 @@ def test_three_workers_share_a_postgres_study(tmp_path: Path, postgres_url: str)
 
 
 def test_infeasible_never_on_the_front_and_none_feasible_is_said(tmp_path: Path, capsys) -> None:
-    from evomp._objectives import Objectives
-    from evomp._protocol import CpuClock, finish_run
     from evomp.cli._baseline import print_front
+    from evomp.objectives._objectives import Objectives
+    from evomp.run._protocol import CpuClock, finish_run
 
     ctx = open_run(load_spec(_spec(tmp_path)), tmp_path / "c", 1)
     G = np.concatenate([ctx.space.uniform(w, 8) for w in (8, 4, 2)])
@@ -334,7 +334,7 @@ def test_infeasible_never_on_the_front_and_none_feasible_is_said(tmp_path: Path,
 def test_status_of_a_database_run(tmp_path: Path, capsys) -> None:
     """`evomp status` reads a run whose study lives in a database (here SQLite), from the
     URL its storage.txt records; a password in a URL is never written down."""
-    from evomp._store import mask_url
+    from evomp.search._store import mask_url
 
     spec = _spec(tmp_path, budget=7)
     url = f"sqlite:///{tmp_path / 'study.db'}"

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from evomp._errors import SpecError
-from evomp._spec import load_spec, parse_spec, spec_to_toml
+from evomp.run._spec import load_spec, parse_spec, spec_to_toml
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,8 +11,8 @@ from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 from evomp import Evaluator, EvompError, QATConfig, SearchSpace, TrainConfig, pretrain
-from evomp._train import resolve_device, set_threads, steps_per_epoch, train_steps
 from evomp.tasks import Task, TensorData, from_arrays, from_npz, get_task
+from evomp.tasks._train import resolve_device, set_threads, steps_per_epoch, train_steps
 
 
 def _blobs(n: int = 240, seed: int = 0) -> tuple[np.ndarray, ...]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from evomp._worker import Claims
+from evomp.search._worker import Claims
 
 
 def test_claims_one_owner_per_genome(tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ from torch import nn
 
 from evomp import SearchSpace
 from evomp._errors import EvompError
-from evomp._objectives import Objectives
 from evomp.baselines import BaselineOptions, _bayesbits, _dnas, _edmips, _learned, get_method
 from evomp.baselines._bayesbits import BayesBitsLayer, HardConcrete, gate_on
 from evomp.baselines._diff_common import (
@@ -32,6 +31,7 @@ from evomp.baselines._diff_common import (
 from evomp.baselines._dnas import DnasLayer, init_logits, temperature
 from evomp.baselines._edmips import EdmipsLayer
 from evomp.baselines._learned import LearnedLayer, learned_bits, ramp, to_choices
+from evomp.objectives._objectives import Objectives
 from evomp.tasks import from_arrays
 
 METHODS = ("edmips", "dnas-channel", "dnas-layer", "bayesbits", "learned")
@@ -377,8 +377,8 @@ def test_point_stats_rejects_an_export_that_is_not_the_chosen_network(
 
 def test_dnas_eval_is_the_hard_argmax_and_is_what_point_stats_scores(
         ctx: SimpleNamespace) -> None:
-    from evomp._train import evaluate_model
     from evomp.baselines._diff_common import freeze_bn
+    from evomp.tasks._train import evaluate_model
 
     net = _supernet(ctx, "dnas")
     _choose(net, "dnas", np.random.default_rng(5), strength=0.5)  # a soft mixture

@@ -14,11 +14,7 @@ from hypothesis import strategies as st
 
 import hwmodels
 from evomp._errors import EvompError
-from evomp._evaluate import EvalResult, genome_hash
-from evomp._objectives import Objectives
-from evomp._protocol import genome_to_hex
 from evomp.baselines import METHODS, BaselineOptions
-from evomp.baselines._freebits import FreeBitsRepair, latency_refiner, refine, refine_bits
 from evomp.baselines._ilp import (
     IlpSolution,
     budget_cost,
@@ -30,7 +26,10 @@ from evomp.baselines._ilp import (
 )
 from evomp.baselines._random import front_candidates, sample_genomes
 from evomp.baselines._uniform import uniform_genomes
-from evomp.engines._operators import repair_all_pruned
+from evomp.engines._refine import FreeBitsRepair, latency_refiner, refine, refine_bits
+from evomp.evaluation._evaluator import EvalResult
+from evomp.objectives._objectives import Objectives
+from evomp.space._genome import genome_hash, genome_to_hex, repair_all_pruned
 from hwmodels import Layer, LayerTable, testing
 
 
@@ -180,10 +179,10 @@ class FakeEvaluator:
 
 @pytest.fixture
 def fake_ctx(tiny_space, monkeypatch, tmp_path: Path):
-    import evomp._sensitivity
+    import evomp.evaluation._sensitivity
 
     prof = _profile(tiny_space.table)
-    monkeypatch.setattr(evomp._sensitivity, "run_profile", lambda ctx, **kw: prof)
+    monkeypatch.setattr(evomp.evaluation, "run_profile", lambda ctx, **kw: prof)
     spec = SimpleNamespace(
         seed=0, hw={}, baselines={}, name="tiny",
         search=SimpleNamespace(budget=12, final_max=4, sensitivity="hutchinson", probes=2,
@@ -482,10 +481,10 @@ def test_freebits_reports_the_source_runs_cpu(fake_ctx, tmp_path: Path, caplog) 
 
 def test_baseline_cli_counts_the_refined_runs_cpu(fake_ctx, monkeypatch, tmp_path: Path,
                                                   capsys) -> None:
-    import evomp._runner
-    import evomp._spec
-    from evomp._compare import compare_runs
+    import evomp.run._context
+    import evomp.run._spec
     from evomp.cli import main
+    from evomp.reports._compare import compare_runs
 
     ctx, _ = fake_ctx
 
@@ -494,8 +493,8 @@ def test_baseline_cli_counts_the_refined_runs_cpu(fake_ctx, monkeypatch, tmp_pat
         ctx.out.mkdir(parents=True, exist_ok=True)
         return ctx
 
-    monkeypatch.setattr(evomp._spec, "load_spec", lambda path: ctx.spec)
-    monkeypatch.setattr(evomp._runner, "open_run", open_run)
+    monkeypatch.setattr(evomp.run, "load_spec", lambda path: ctx.spec)
+    monkeypatch.setattr(evomp.run, "open_run", open_run)
     src = _source_run(tmp_path / "src", ctx.space, 5000.0)
     out = tmp_path / "fb"
     assert main(["baseline", "x.toml", "--method", "freebits", "--from", str(src),

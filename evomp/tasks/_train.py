@@ -29,6 +29,7 @@ __all__ = [
     "train_steps",
     "steps_per_epoch",
     "make_adam",
+    "float_cache_key",
 ]
 
 
@@ -224,7 +225,7 @@ def _architecture(model: nn.Module) -> list[list]:
     return [[k, list(v.shape), str(v.dtype)] for k, v in model.state_dict().items()]
 
 
-def _cache_key(task: Task, cfg: TrainConfig, model: nn.Module | None = None) -> str:
+def float_cache_key(task: Task, cfg: TrainConfig, model: nn.Module | None = None) -> str:
     """The float-pretrain cache key: task fingerprint, model architecture and ``cfg``.
 
     Args:
@@ -264,7 +265,7 @@ def pretrain(
     """
     device = torch.device(device)
     model = task.model_factory().to(device)
-    key = _cache_key(task, cfg, model)
+    key = float_cache_key(task, cfg, model)
     if cache_path is not None:
         p = Path(cache_path)
         if p.is_file():

@@ -19,17 +19,14 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from evomp._evaluate import genome_hash
-from evomp._objectives import Objectives
-from evomp._runner import RunContext
-from evomp._search import channel_importance
-from evomp._sensitivity import run_profile
-from evomp._store import Store, open_storage
-from evomp.engines import CompactEncoding
-from evomp.engines._operators import repair_all_pruned
-from evomp.engines._optuna import distributions, make_sampler
+from evomp.engines import CompactEncoding, distributions, make_sampler
+from evomp.evaluation import channel_importance, run_profile
+from evomp.objectives import Objectives
+from evomp.run import RunContext
+from evomp.search._store import Store, open_storage
+from evomp.space import genome_hash, repair_all_pruned
 
-__all__ = ["run_worker"]
+__all__ = ["run_worker", "Claims"]
 
 log = logging.getLogger("evomp")
 

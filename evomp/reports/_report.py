@@ -35,12 +35,19 @@ from typing import Any
 
 import numpy as np
 
-from evomp._compare import hypervolume_2d, metric_label
 from evomp._errors import EvompError
-from evomp._objectives import nondominated
+from evomp.objectives import hypervolume_2d, nondominated
+from evomp.reports._compare import metric_label
 from hwmodels import LayerTable
 
-__all__ = ["RunData", "load_run_data", "write_report", "hypervolume_trace", "pick_members"]
+__all__ = [
+    "RunData",
+    "Report",
+    "load_run_data",
+    "write_report",
+    "hypervolume_trace",
+    "pick_members",
+]
 
 
 @dataclass
@@ -344,7 +351,7 @@ def plot_hypervolume(data: RunData, path: Path) -> Path | None:
 
 
 def _feasible(data: RunData, acc: np.ndarray, ev: list[dict[str, Any]]) -> np.ndarray:
-    from evomp._objectives import parse_constraint
+    from evomp.objectives import parse_constraint
 
     ok = np.ones(len(ev), bool)
     for text in data.meta.get("constraints", []) or []:

@@ -10,12 +10,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from evomp._bitconfig import BitConfig
 from evomp._errors import EvompError
-from evomp.quant import QUANTIZABLE
+from evomp.space._bitconfig import BitConfig
 from hwmodels import MAX_BITS, Layer, LayerTable
 
-__all__ = ["SearchSpace"]
+__all__ = [
+    "SearchSpace",
+    "QUANTIZABLE",
+    "parse_pin",
+]
+
+#: the layer types a space traces (one gene per output channel, one per input activation)
+QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
 PinValue = int | tuple[int, int] | Sequence[int]
 
@@ -46,7 +52,7 @@ def _bit_choices(key: str, values: Sequence[Any]) -> tuple[int, ...]:
     return tuple(o for o in out if o is not None)
 
 
-def _parse_pin(name: str, v: Any) -> tuple[int | None, int | None]:
+def parse_pin(name: str, v: Any) -> tuple[int | None, int | None]:
     """A pin is ``8`` (weights and activation), ``[w, a]``, or ``{w=.., a=..}``.
 
     Raises:
@@ -143,7 +149,7 @@ class SearchSpace:
         if both:
             raise EvompError(f"layers {sorted(both)} are both pinned and excluded; pick one")
         for k, v in pin.items():
-            _parse_pin(k, v)  # bad pin values fail before tracing
+            parse_pin(k, v)  # bad pin values fail before tracing
         records: dict[str, dict[str, Any]] = {}
         order: list[str] = []
         hooks = []
@@ -191,7 +197,7 @@ class SearchSpace:
         layers = []
         for n in order:
             m, r = mods[n], records[n]
-            wp, ap = _parse_pin(n, pin[n]) if n in pin else (None, None)
+            wp, ap = parse_pin(n, pin[n]) if n in pin else (None, None)
             ks: tuple[int, ...]
             if isinstance(m, nn.Linear):
                 kind, ks, groups = "linear", (), 1

@@ -13,7 +13,7 @@ from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from evomp._errors import EvompError
-from evomp._evaluate import EvalResult, Evaluator
+from evomp.evaluation._evaluator import EvalResult, Evaluator
 
 __all__ = ["evaluate_parallel", "backend_context", "threads_per_worker", "usable_cores"]
 

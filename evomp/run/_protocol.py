@@ -31,16 +31,14 @@ from typing import Any
 
 import numpy as np
 
-from evomp._evaluate import EvalResult, genome_hash
-from evomp._objectives import Objectives, nondominated
-from evomp._parallel import evaluate_parallel
+from evomp.evaluation import EvalResult, evaluate_parallel
+from evomp.objectives import Objectives, nondominated
+from evomp.space import genome_hash, genome_to_hex
 
 __all__ = [
     "CpuClock",
     "FrontResult",
     "finish_run",
-    "genome_to_hex",
-    "genome_from_hex",
     "read_front",
     "write_evaluations",
     "EVAL_COLUMNS",
@@ -48,14 +46,6 @@ __all__ = [
 
 EVAL_COLUMNS = ["id", "method", "fidelity", "genome_hash", "val_accuracy", "ptq_accuracy",
                 "test_accuracy", "failed", "reason", "seconds", "cpu_seconds"]
-
-
-def genome_to_hex(row: np.ndarray) -> str:
-    return np.asarray(row, dtype=np.int8).tobytes().hex()
-
-
-def genome_from_hex(s: str) -> np.ndarray:
-    return np.frombuffer(bytes.fromhex(s), dtype=np.int8).copy()
 
 
 class CpuClock:
@@ -153,7 +143,7 @@ def finish_run(
     """Final QAT + test for ``genomes``, then the front, written into ``ctx.out``.
 
     Args:
-        ctx: the :class:`~evomp._runner.RunContext` (space, evaluator, out).
+        ctx: the :class:`~evomp.run._context.RunContext` (space, evaluator, out).
         objectives: objectives and constraints of the run.
         genomes: ``(n, n_genes)`` candidates (duplicates are evaluated once).
         method: name recorded in ``run.json`` and ``evaluations.csv``.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import time
 from collections.abc import Sequence
@@ -15,19 +14,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from evomp._space import SearchSpace
-from evomp._train import Diverged, QATConfig, evaluate_model, train_steps
 from evomp.quant import QuantModel
-from evomp.tasks import Task, batches
+from evomp.space import SearchSpace, genome_hash
+from evomp.tasks import Diverged, QATConfig, Task, batches, evaluate_model, train_steps
 
-__all__ = ["EvalResult", "Evaluator", "genome_hash", "FIDELITIES"]
+__all__ = ["EvalResult", "Evaluator", "FIDELITIES", "evaluate_uniform"]
 
 FIDELITIES = ("ptq", "short", "final")
-
-
-def genome_hash(genome: np.ndarray) -> str:
-    """Stable hash of one genome row (int8 bytes)."""
-    return hashlib.sha1(np.asarray(genome, dtype=np.int8).tobytes()).hexdigest()[:20]
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 import numpy as np
 
 import hwmodels
-from evomp._bitconfig import BitConfig
 from evomp._errors import EvompError
+from evomp.space import BitConfig
 from hwmodels import HardwareModel, LayerTable
 
-__all__ = ["Constraint", "Objectives", "parse_constraint", "nondominated"]
+__all__ = ["Constraint", "Objectives", "parse_constraint"]
 
 _CON = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
 
@@ -196,18 +196,3 @@ class Objectives:
         return np.stack(cols, axis=1)
 
 
-def nondominated(F: np.ndarray) -> np.ndarray:
-    """``(n,)`` bool mask of the non-dominated rows of ``F (n, m)`` (all minimised).
-
-    Duplicated rows are all kept once: the first of equal rows survives.
-    """
-    F = np.asarray(F, dtype=float)
-    n = F.shape[0]
-    if n == 0:
-        return np.zeros(0, dtype=bool)
-    le = np.all(F[:, None, :] <= F[None, :, :], axis=2)
-    lt = np.any(F[:, None, :] < F[None, :, :], axis=2)
-    dominated = np.any(le & lt, axis=0)
-    same = np.all(F[:, None, :] == F[None, :, :], axis=2)
-    dup = np.triu(same, 1).any(axis=0)
-    return ~dominated & ~dup

@@ -26,9 +26,9 @@ import optuna
 from optuna.trial import TrialState
 
 from evomp._errors import EvompError
-from evomp._evaluate import EvalResult
-from evomp._objectives import Objectives
-from evomp._protocol import genome_from_hex, genome_to_hex
+from evomp.evaluation import EvalResult
+from evomp.objectives import Objectives
+from evomp.space import genome_from_hex, genome_to_hex
 
 __all__ = ["Store", "Record", "open_storage", "mask_url", "load_run_study"]
 

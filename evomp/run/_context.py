@@ -15,18 +15,21 @@ import torch
 from torch import nn
 
 from evomp._errors import EvompError
-from evomp._evaluate import Evaluator
-from evomp._space import SearchSpace
-from evomp._spec import RunSpec, spec_to_toml
-from evomp._train import (
+from evomp.evaluation import Evaluator
+from evomp.run._spec import RunSpec, spec_to_toml
+from evomp.space import SearchSpace
+from evomp.tasks import (
+    MODELS,
     QATConfig,
+    Task,
     TrainConfig,
-    _cache_key,
+    float_cache_key,
+    from_npz,
+    get_task,
     pretrain,
     resolve_device,
     set_threads,
 )
-from evomp.tasks import MODELS, Task, from_npz, get_task
 
 __all__ = [
     "build_task",
@@ -35,6 +38,11 @@ __all__ = [
     "open_run",
     "make_context",
     "default_out_dir",
+    "checkpoint_key",
+    "CACHE_FILE",
+    "qat_config",
+    "setup_logging",
+    "user_model_key",
 ]
 
 log = logging.getLogger("evomp")
@@ -163,10 +171,10 @@ def open_run(spec: RunSpec, out: str | Path | None = None, threads: int | None =
     cfg = TrainConfig(p.epochs, p.lr, p.batch_size, p.weight_decay, spec.seed)
     # the float model is shared by every run of the same task and training settings (search
     # and baselines start from the same weights); each run directory keeps its own copy
-    key = _cache_key(task, cfg)
+    key = float_cache_key(task, cfg)
     shared = out_dir.parent / ".cache" / f"float-{key}.pt"
     own = out_dir / "float.pt"
-    own_key = _checkpoint_key(own)
+    own_key = checkpoint_key(own)
     if own_key is not None and own_key != key and \
             any((out_dir / f).is_file() for f in ("study.journal", CACHE_FILE, "front.csv")):
         raise EvompError(
@@ -201,7 +209,7 @@ def user_model_key(model: nn.Module, task: Task) -> str:
     return f"user-{h.hexdigest()[:16]}"
 
 
-def _checkpoint_key(path: Path) -> str | None:
+def checkpoint_key(path: Path) -> str | None:
     if not path.is_file():
         return None
     try:
@@ -232,7 +240,7 @@ def make_context(
     dev = resolve_device(device)
     model = model.to(dev)
     key = user_model_key(model, task)
-    old = _checkpoint_key(out_dir / "float.pt")
+    old = checkpoint_key(out_dir / "float.pt")
     if old is not None and old != key:
         raise EvompError(
             f"{out_dir} holds a run of another model or data (its float.pt differs); pass "
@@ -242,7 +250,7 @@ def make_context(
                out_dir / "float.pt")
     evaluator = Evaluator(task, space, model, qat_config(spec), device=dev,
                           cache_file=out_dir / CACHE_FILE)
-    from evomp._train import evaluate_model
+    from evomp.tasks import evaluate_model
 
     val, _ = evaluate_model(model, task, task.val, dev)
     test, _ = evaluate_model(model, task, task.test, dev)
@@ -254,7 +262,7 @@ def _check_same_run(spec: RunSpec, out_dir: Path) -> None:
     saved = out_dir / "spec.toml"
     if not saved.is_file():
         return
-    from evomp._spec import load_spec
+    from evomp.run._spec import load_spec
 
     try:
         old = load_spec(saved)

@@ -1,6 +1,6 @@
 """Compare the fronts of run directories (search and baselines) under one reference point.
 
-Every run directory (written by :func:`evomp._protocol.finish_run`) holds ``front.csv``
+Every run directory (written by :func:`evomp.run._protocol.finish_run`) holds ``front.csv``
 (accuracy and every hardware metric per verified front member) and ``run.json``
 (method, CPU seconds). :func:`compare_runs` reads them and computes, per run:
 
@@ -34,12 +34,12 @@ from typing import Any
 import numpy as np
 
 from evomp._errors import EvompError
+from evomp.objectives import hypervolume_2d
 
 __all__ = [
     "RunFront",
     "Comparison",
     "load_run",
-    "hypervolume_2d",
     "default_ref_point",
     "compare_runs",
     "format_table",
@@ -128,7 +128,7 @@ def load_run(path: str | Path) -> RunFront:
     Raises:
         EvompError: not a finished run directory.
     """
-    from evomp._protocol import read_front
+    from evomp.run import read_front
 
     d = Path(path)
     if not (d / "front.csv").is_file():
@@ -160,29 +160,6 @@ def _run_granularity(d: Path) -> str | None:
         return str(json.loads((d / "space.json").read_text()).get("granularity"))
     except (OSError, ValueError):
         return None
-
-
-def hypervolume_2d(F: np.ndarray, ref: Sequence[float]) -> float:
-    """Exact hypervolume of 2-D points (both objectives minimised) under ``ref``.
-
-    Points not strictly better than ``ref`` in both objectives add nothing.
-
-    Args:
-        F: ``(n, 2)`` objective values.
-        ref: ``(2,)`` reference point.
-    """
-    F = np.asarray(F, dtype=float).reshape(-1, 2)
-    r = np.asarray(ref, dtype=float)
-    F = F[np.all(F < r[None, :], axis=1)]
-    if len(F) == 0:
-        return 0.0
-    F = F[np.lexsort((F[:, 0], F[:, 1]))]  # by the second objective, then the first
-    best = np.minimum.accumulate(F[:, 0])
-    keep = np.ones(len(F), dtype=bool)
-    keep[1:] = F[1:, 0] < best[:-1]  # strictly better in the first: on the staircase
-    S = F[keep]
-    widths = np.diff(np.append(S[:, 1], r[1]))
-    return float(np.sum(widths * (r[0] - S[:, 0])))
 
 
 def default_ref_point(runs: Sequence[RunFront], x: str, y: str, margin: float = 0.1

@@ -26,18 +26,28 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from evomp._errors import EvompError
-from evomp._evaluate import EvalResult, genome_hash
-from evomp._objectives import Objectives, nondominated
-from evomp._parallel import backend_context, evaluate_parallel
-from evomp._protocol import CpuClock, FrontResult, finish_run
-from evomp._runner import RunContext
-from evomp._sensitivity import run_profile
-from evomp._store import Record, Store, mask_url, open_storage
-from evomp.engines import CompactEncoding, OptunaEngine, PymooEngine, initial_design
-from evomp.engines._operators import repair_all_pruned
-from evomp.engines._optuna import distributions, make_sampler
+from evomp.engines import (
+    CompactEncoding,
+    OptunaEngine,
+    PymooEngine,
+    distributions,
+    initial_design,
+    make_sampler,
+)
+from evomp.evaluation import (
+    EvalResult,
+    backend_context,
+    channel_importance,
+    evaluate_parallel,
+    run_profile,
+)
+from evomp.objectives import Objectives, nondominated
+from evomp.run import CpuClock, FrontResult, RunContext, finish_run
+from evomp.search._store import Record, Store, mask_url, open_storage
+from evomp.search._surrogate import build_surrogate
+from evomp.space import genome_hash, repair_all_pruned
 
-__all__ = ["Search", "SearchOptions", "channel_importance", "build_surrogate"]
+__all__ = ["Search", "SearchOptions"]
 
 log = logging.getLogger("evomp")
 
@@ -53,31 +63,6 @@ class SearchOptions:
     jobs: int | None = None
     scheduler: str | None = None
     progress: bool = True
-
-
-def channel_importance(profile: Any, table: Any) -> np.ndarray:
-    """``(n_channels,)`` channel importance: sensitivity x error at the lowest non-zero bits."""
-    nz = [i for i, b in enumerate(table.w_choices) if b > 0]
-    col = nz[0] if nz else 0
-    return np.asarray(profile.w_sens, float) * np.asarray(profile.w_err, float)[:, col]
-
-
-def build_surrogate(name: str, table: Any, profile: Any, seed: int) -> Any:
-    """A scikit-learn pipeline: genome features, then the named predictor."""
-    from sklearn.pipeline import make_pipeline
-
-    import surrogates
-
-    predictors = {
-        "auto": lambda: surrogates.AutoSurrogate(),
-        "gp": lambda: surrogates.GPSurrogate(),
-        "forest": lambda: surrogates.ForestSurrogate(random_state=seed),
-        "boosting": lambda: surrogates.BoostingSurrogate(random_state=seed),
-        "hawq": lambda: surrogates.HawqProxy(),
-    }
-    if name not in predictors:
-        raise EvompError(f"search.surrogate must be one of {sorted(predictors)}, got {name!r}")
-    return make_pipeline(surrogates.GenomeFeatures(table, profile), predictors[name]())
 
 
 def _canonical(r: Record) -> tuple[float, float, int]:
@@ -297,7 +282,7 @@ class Search:
         return self._verify(round_)
 
     def _make_engine(self) -> PymooEngine | OptunaEngine:
-        from evomp.baselines._freebits import latency_refiner
+        from evomp.engines import latency_refiner
 
         # Free Bits' refinement when an objective is a latency: pymoo's repair; the Optuna
         # engine's proposals get it in _round

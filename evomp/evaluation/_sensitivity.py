@@ -6,12 +6,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from evomp.quant import fake_quant_act, fake_quant_weight
 from evomp.tasks import batches
 
-__all__ = ["run_profile", "PROFILE_FILE"]
+__all__ = ["run_profile", "PROFILE_FILE", "channel_importance"]
 
 log = logging.getLogger("evomp")
 PROFILE_FILE = "sensitivity.npz"
@@ -67,3 +68,10 @@ def run_profile(ctx: Any, method: str = "hutchinson", probes: int = 16, n_batche
     prof.save(path)
     log.info("sensitivity profile (%s, %d probes) saved to %s", method, probes, path)
     return prof
+
+
+def channel_importance(profile: Any, table: Any) -> np.ndarray:
+    """``(n_channels,)`` channel importance: sensitivity x error at the lowest non-zero bits."""
+    nz = [i for i, b in enumerate(table.w_choices) if b > 0]
+    col = nz[0] if nz else 0
+    return np.asarray(profile.w_sens, float) * np.asarray(profile.w_err, float)[:, col]

@@ -105,10 +105,9 @@ class TaskSpec:
         if not 0 < _number("task.val_fraction", self.val_fraction) < 1:
             raise SpecError(f"task.val_fraction must lie in (0, 1), got {self.val_fraction}")
         if self.model:
-            from evomp.tasks._builtin import _ALLOWED
-            from evomp.tasks._zoo import MODELS
+            from evomp.tasks import MODELS, TASK_MODELS
 
-            allowed = list(_ALLOWED.get(self.name, sorted(MODELS)))
+            allowed = list(TASK_MODELS.get(self.name, sorted(MODELS)))
             if self.model not in allowed:
                 raise SpecError(
                     f"task.model must be one of {', '.join(repr(m) for m in allowed)} for "
@@ -149,11 +148,11 @@ class SpaceSpec:
         _set(self, "exclude", _strings("space.exclude", self.exclude, '["fc"]'))
         if not isinstance(self.pin, dict):
             raise SpecError(f"space.pin must be a table of layer -> bits, got {self.pin!r}")
-        from evomp._space import _parse_pin
+        from evomp.space import parse_pin
 
         for name, v in self.pin.items():
             try:
-                _parse_pin(name, v)
+                parse_pin(name, v)
             except EvompError as e:
                 raise SpecError(f"space.pin.{name}: {e}") from e
         both = sorted(set(self.pin) & set(self.exclude))
@@ -253,7 +252,7 @@ class SearchSpec:
     def _check_metrics(self) -> None:
         """Hardware models registered; objectives and constraints well-formed and provided."""
         import hwmodels
-        from evomp._objectives import parse_constraint
+        from evomp.objectives import parse_constraint
 
         hardware = _strings("search.hardware", self.hardware, '["memory", "mpic"]')
         known = hwmodels.available()

@@ -1,0 +1,28 @@
+"""True evaluations: the evaluator (PTQ, short and final QAT on one quantized copy),
+parallel evaluation, and the run's sensitivity profile.
+"""
+
+from __future__ import annotations
+
+from evomp.evaluation._evaluator import FIDELITIES, EvalResult, Evaluator, evaluate_uniform
+from evomp.evaluation._parallel import (
+    backend_context,
+    evaluate_parallel,
+    threads_per_worker,
+    usable_cores,
+)
+from evomp.evaluation._sensitivity import PROFILE_FILE, channel_importance, run_profile
+
+__all__ = [
+    "EvalResult",
+    "Evaluator",
+    "FIDELITIES",
+    "PROFILE_FILE",
+    "backend_context",
+    "channel_importance",
+    "evaluate_parallel",
+    "evaluate_uniform",
+    "run_profile",
+    "threads_per_worker",
+    "usable_cores",
+]

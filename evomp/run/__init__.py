@@ -1,0 +1,67 @@
+"""A run: its spec, its context (task, float model, space, evaluator), its directory
+and the final protocol every method is scored under.
+"""
+
+from __future__ import annotations
+
+from evomp.run._context import (
+    CACHE_FILE,
+    RunContext,
+    build_space,
+    build_task,
+    checkpoint_key,
+    default_out_dir,
+    make_context,
+    open_run,
+    qat_config,
+    setup_logging,
+    user_model_key,
+)
+from evomp.run._protocol import (
+    EVAL_COLUMNS,
+    CpuClock,
+    FrontResult,
+    finish_run,
+    read_front,
+    write_evaluations,
+)
+from evomp.run._spec import (
+    PretrainSpec,
+    QATSpec,
+    RunSpec,
+    SearchSpec,
+    SpaceSpec,
+    TaskSpec,
+    load_spec,
+    parse_spec,
+    spec_to_toml,
+)
+
+__all__ = [
+    "CACHE_FILE",
+    "checkpoint_key",
+    "qat_config",
+    "setup_logging",
+    "user_model_key",
+    "CpuClock",
+    "EVAL_COLUMNS",
+    "FrontResult",
+    "PretrainSpec",
+    "QATSpec",
+    "RunContext",
+    "RunSpec",
+    "SearchSpec",
+    "SpaceSpec",
+    "TaskSpec",
+    "build_space",
+    "build_task",
+    "default_out_dir",
+    "finish_run",
+    "load_spec",
+    "make_context",
+    "open_run",
+    "parse_spec",
+    "read_front",
+    "spec_to_toml",
+    "write_evaluations",
+]

@@ -1,0 +1,22 @@
+"""The surrogate-assisted search: the loop, the surrogate, the study store, the worker.
+"""
+
+from __future__ import annotations
+
+from evomp.search._loop import Search, SearchOptions
+from evomp.search._store import Record, Store, load_run_study, mask_url, open_storage
+from evomp.search._surrogate import build_surrogate
+from evomp.search._worker import Claims, run_worker
+
+__all__ = [
+    "Claims",
+    "Record",
+    "Search",
+    "SearchOptions",
+    "Store",
+    "build_surrogate",
+    "load_run_study",
+    "mask_url",
+    "open_storage",
+    "run_worker",
+]
