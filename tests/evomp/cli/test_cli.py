@@ -7,7 +7,7 @@ import pytest
 
 from evomp.cli import main
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_space_command(capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from evomp.cli import main
 
-DEMO = str(Path(__file__).resolve().parents[2] / "runs" / "demo.toml")
+DEMO = str(Path(__file__).resolve().parents[3] / "runs" / "demo.toml")
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:  # type: ignore[no-untyped-def]

@@ -8,7 +8,7 @@ import pytest
 from evomp._errors import SpecError
 from evomp.run._spec import load_spec, parse_spec, spec_to_toml
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_demo_spec_parses() -> None:
