@@ -29,7 +29,7 @@ def status(d: Path, storage: str | None = None) -> dict:
     out["round"] = prog.get("round", 0)
     out["cpu_seconds"] = prog.get("cpu_seconds")
     out["verified"] = bool(prog.get("verified", False))
-    from evomp.search import load_run_study
+    from evomp.run import load_run_study
 
     study = load_run_study(d, storage)
     n_true = 0 if study is None else sum(

@@ -36,8 +36,12 @@ from evomp.run._spec import (
     parse_spec,
     spec_to_toml,
 )
+from evomp.run._storage import load_run_study, mask_url, open_storage
 
 __all__ = [
+    "load_run_study",
+    "mask_url",
+    "open_storage",
     "CACHE_FILE",
     "checkpoint_key",
     "qat_config",

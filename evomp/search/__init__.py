@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from evomp.search._loop import Search, SearchOptions
-from evomp.search._store import Record, Store, load_run_study, mask_url, open_storage
+from evomp.search._store import Record, Store
 from evomp.search._surrogate import build_surrogate
 from evomp.search._worker import Claims, run_worker
 
@@ -15,8 +15,5 @@ __all__ = [
     "SearchOptions",
     "Store",
     "build_surrogate",
-    "load_run_study",
-    "mask_url",
-    "open_storage",
     "run_worker",
 ]

@@ -42,8 +42,8 @@ from evomp.evaluation import (
     run_profile,
 )
 from evomp.objectives import Objectives, nondominated
-from evomp.run import CpuClock, FrontResult, RunContext, finish_run
-from evomp.search._store import Record, Store, mask_url, open_storage
+from evomp.run import CpuClock, FrontResult, RunContext, finish_run, mask_url, open_storage
+from evomp.search._store import Record, Store
 from evomp.search._surrogate import build_surrogate
 from evomp.space import genome_hash, repair_all_pruned
 

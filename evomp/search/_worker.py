@@ -22,8 +22,8 @@ from optuna.trial import TrialState
 from evomp.engines import CompactEncoding, distributions, make_sampler
 from evomp.evaluation import channel_importance, run_profile
 from evomp.objectives import Objectives
-from evomp.run import RunContext
-from evomp.search._store import Store, open_storage
+from evomp.run import RunContext, open_storage
+from evomp.search._store import Store
 from evomp.space import genome_hash, repair_all_pruned
 
 __all__ = ["run_worker", "Claims"]

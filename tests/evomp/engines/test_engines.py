@@ -21,7 +21,8 @@ from evomp.engines import (
 )
 from evomp.objectives._objectives import Objectives, parse_constraint
 from evomp.objectives._pareto import nondominated
-from evomp.search._store import Store, open_storage
+from evomp.run import open_storage
+from evomp.search._store import Store
 from evomp.space import repair_all_pruned
 from hwmodels import Layer, LayerTable
 

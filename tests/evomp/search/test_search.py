@@ -334,7 +334,7 @@ def test_infeasible_never_on_the_front_and_none_feasible_is_said(tmp_path: Path,
 def test_status_of_a_database_run(tmp_path: Path, capsys) -> None:
     """`evomp status` reads a run whose study lives in a database (here SQLite), from the
     URL its storage.txt records; a password in a URL is never written down."""
-    from evomp.search._store import mask_url
+    from evomp.run import mask_url
 
     spec = _spec(tmp_path, budget=7)
     url = f"sqlite:///{tmp_path / 'study.db'}"
