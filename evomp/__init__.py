@@ -7,7 +7,16 @@ from evomp.evaluation import EvalResult, Evaluator
 from evomp.objectives import Objectives
 from evomp.quant import QuantModel
 from evomp.reports import ExportResult, Report, export_run, write_report
-from evomp.run import RunContext, RunSpec, load_spec, make_context, open_run, parse_spec, read_front
+from evomp.run import (
+    RunContext,
+    RunDir,
+    RunSpec,
+    load_spec,
+    make_context,
+    open_run,
+    parse_spec,
+    read_front,
+)
 from evomp.search import Search, SearchOptions
 from evomp.space import BitConfig, SearchSpace, genome_hash
 from evomp.tasks import QATConfig, Task, TrainConfig, get_task, pretrain
@@ -22,6 +31,7 @@ __all__ = [
     "ExportResult",
     "Objectives",
     "RunContext",
+    "RunDir",
     "RunSpec",
     "Search",
     "SearchOptions",

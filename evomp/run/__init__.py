@@ -25,6 +25,14 @@ from evomp.run._protocol import (
     read_front,
     write_evaluations,
 )
+from evomp.run._rundir import (
+    RunDir,
+    RunLock,
+    atomic_write_bytes,
+    atomic_write_text,
+    write_error,
+    writing,
+)
 from evomp.run._spec import (
     PretrainSpec,
     QATSpec,
@@ -39,6 +47,12 @@ from evomp.run._spec import (
 from evomp.run._storage import load_run_study, mask_url, open_storage
 
 __all__ = [
+    "RunDir",
+    "RunLock",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "write_error",
+    "writing",
     "load_run_study",
     "mask_url",
     "open_storage",
