@@ -128,15 +128,8 @@ class RunContext:
 
 
 def qat_config(spec: RunSpec) -> QATConfig:
-    q = spec.qat
-    return QATConfig(
-        steps=q.steps,
-        final_steps=q.final_steps,
-        lr=q.lr,
-        quant_lr=q.quant_lr,
-        batch_size=q.batch_size,
-        seed=spec.seed,
-    )
+    """The run's QAT settings: the spec's ``[qat]`` itself (its seed is the run's)."""
+    return spec.qat
 
 
 def setup_logging(out: Path) -> None:
@@ -166,9 +159,8 @@ def open_run(spec: RunSpec, out: str | Path | None = None, threads: int | None =
     device = resolve_device(spec.device)
     torch.manual_seed(spec.seed)
     task = build_task(spec)
-    p = spec.pretrain
     t0 = time.perf_counter()
-    cfg = TrainConfig(p.epochs, p.lr, p.batch_size, p.weight_decay, spec.seed)
+    cfg: TrainConfig = spec.pretrain  # the spec's [pretrain] (its seed is the run's)
     # the float model is shared by every run of the same task and training settings (search
     # and baselines start from the same weights); each run directory keeps its own copy
     key = float_cache_key(task, cfg)

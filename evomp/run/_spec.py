@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from evomp._errors import EvompError, SpecError
+from evomp.tasks import QATConfig, TrainConfig
 
 __all__ = [
     "RunSpec",
@@ -56,11 +57,6 @@ def _integer(key: str, v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
         _fail(f"{key} must be an integer, got {v!r}")
     return int(v)
-
-
-def _positive(key: str, v: Any) -> None:
-    if not _number(key, v) > 0:
-        _fail(f"{key} must be > 0, got {v!r}")
 
 
 def _at_least(key: str, v: Any, lo: int | float, integer: bool = True) -> None:
@@ -160,38 +156,12 @@ class SpaceSpec:
             raise SpecError(f"space.pin and space.exclude both name {both}; pick one")
 
 
-@dataclass(frozen=True)
-class PretrainSpec:
-    """``[pretrain]``: float training of the model (cached in the run directory)."""
-
-    epochs: int = 40
-    lr: float = 3e-3
-    batch_size: int = 128
-    weight_decay: float = 1e-4
-
-    def __post_init__(self) -> None:
-        _positive("pretrain.epochs", _integer("pretrain.epochs", self.epochs))
-        _positive("pretrain.batch_size", _integer("pretrain.batch_size", self.batch_size))
-        _positive("pretrain.lr", self.lr)
-        _at_least("pretrain.weight_decay", self.weight_decay, 0, integer=False)
-
-
-@dataclass(frozen=True)
-class QATSpec:
-    """``[qat]``: short QAT of every search evaluation and the longer final QAT."""
-
-    steps: int = 300
-    final_steps: int = 1500
-    lr: float = 3e-3
-    quant_lr: float = 1e-2
-    batch_size: int = 128
-
-    def __post_init__(self) -> None:
-        _at_least("qat.steps", self.steps, 0)
-        _at_least("qat.final_steps", self.final_steps, 0)
-        _positive("qat.lr", self.lr)
-        _positive("qat.quant_lr", self.quant_lr)
-        _positive("qat.batch_size", _integer("qat.batch_size", self.batch_size))
+# [pretrain] and [qat] parse straight into the training settings (one dataclass per
+# section, checked there with the spec's key names); the run's seed is set from the top level
+PretrainSpec = TrainConfig
+"""``[pretrain]``: float training of the model (cached in the run directory)."""
+QATSpec = QATConfig
+"""``[qat]``: short QAT of every search evaluation and the longer final QAT."""
 
 
 @dataclass(frozen=True)
@@ -319,8 +289,8 @@ class RunSpec:
     threads: int = 0
     task: TaskSpec = field(default_factory=TaskSpec)
     space: SpaceSpec = field(default_factory=SpaceSpec)
-    pretrain: PretrainSpec = field(default_factory=PretrainSpec)
-    qat: QATSpec = field(default_factory=QATSpec)
+    pretrain: TrainConfig = field(default_factory=TrainConfig)
+    qat: QATConfig = field(default_factory=QATConfig)
     search: SearchSpec = field(default_factory=SearchSpec)
     hw: dict = field(default_factory=dict)
     baselines: dict = field(default_factory=dict)
@@ -334,9 +304,18 @@ class RunSpec:
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise SpecError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         if _integer("threads", self.threads) < 0:
-            raise SpecError("threads must be >= 0 (0 = all cores)")
+            raise SpecError(
+                f"threads must be >= 0 (0 = automatic: this process's share of the usable "
+                f"CPUs), got {self.threads}"
+            )
         if _integer("seed", self.seed) < 0:
             raise SpecError(f"seed must be >= 0, got {self.seed}")
+        for sec, cls in (("pretrain", TrainConfig), ("qat", QATConfig)):
+            v = getattr(self, sec)
+            if not isinstance(v, cls):
+                raise SpecError(f"[{sec}] must be a table, got {v!r}")
+            if v.seed != self.seed:  # the run's one seed trains the float model and QATs
+                _set(self, sec, dataclasses.replace(v, seed=self.seed))
         self._check_hw()
         if not isinstance(self.baselines, dict):
             raise SpecError(f"baselines must be a table, got {self.baselines!r}")
@@ -374,8 +353,8 @@ class RunSpec:
 _SECTIONS = {
     "task": TaskSpec,
     "space": SpaceSpec,
-    "pretrain": PretrainSpec,
-    "qat": QATSpec,
+    "pretrain": TrainConfig,
+    "qat": QATConfig,
     "search": SearchSpec,
 }
 
@@ -411,13 +390,24 @@ def _coerce(path: str, value: Any, tp: Any) -> Any:
     return value
 
 
+def _keys(cls: type) -> list[str]:
+    """The TOML keys of a section: its fields, less those marked ``spec_key: False`` (the
+    seed of the training settings, which is the spec's top-level ``seed``)."""
+    return [f.name for f in dataclasses.fields(cls)
+            if f.name != "source" and f.metadata.get("spec_key", True)]
+
+
 def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)} - {"source"}
+    names = set(_keys(cls))
     unknown = sorted(set(data) - names)
     if unknown:
         where = f"[{prefix.rstrip('.')}]" if prefix else "the top level"
-        raise SpecError(f"unknown key(s) {unknown} in {where}; valid keys are {sorted(names)}")
+        hint = ("; the seed is the spec's top-level 'seed'"
+                if prefix and "seed" in unknown and "seed" not in names else "")
+        raise SpecError(
+            f"unknown key(s) {unknown} in {where}; valid keys are {sorted(names)}{hint}"
+        )
     kwargs = {}
     for k, v in data.items():
         if prefix == "" and k in _SECTIONS:
@@ -479,10 +469,10 @@ def spec_to_toml(spec: RunSpec) -> str:
     for k, v in d.items():
         if k not in _SECTIONS:
             lines.append(f"{k} = {_toml_value(v)}")
-    for sec in _SECTIONS:
+    for sec, cls in _SECTIONS.items():
         lines.append(f"\n[{sec}]")
-        for k, v in d[sec].items():
-            lines.append(f"{k} = {_toml_value(v)}")
+        for k in _keys(cls):
+            lines.append(f"{k} = {_toml_value(d[sec][k])}")
     for top, tables in nested.items():
         for sub, vals in tables.items():
             lines.append(f"\n[{top}.{_key(sub)}]")

@@ -5,16 +5,18 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 import os
 import time
-from dataclasses import asdict, dataclass
+import typing
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from evomp._errors import EvompError
+from evomp._errors import EvompError, SpecError
 from evomp.tasks import Task, batches
 from evomp.tasks._task import Data, TensorData
 
@@ -33,29 +35,85 @@ __all__ = [
 ]
 
 
+# ------------------------------------------------------- [pretrain] and [qat] settings
+# These dataclasses are the spec's ``[pretrain]`` and ``[qat]`` sections themselves (the
+# spec parses those tables straight into them), so every check names the spec key. The
+# seed is the spec's top-level ``seed``: a field here, but never a key of those tables.
+_NOT_A_SPEC_KEY = {"spec_key": False}
+
+
+def _fail(msg: str) -> typing.NoReturn:
+    raise SpecError(msg)
+
+
+def _number(key: str, v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+        _fail(f"{key} must be a finite number, got {v!r}")
+    return float(v)
+
+
+def _integer(key: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        _fail(f"{key} must be an integer, got {v!r}")
+    return int(v)
+
+
+def _check(obj: Any, section: str, *, positive: tuple[str, ...] = (),
+           non_negative: tuple[str, ...] = (), integers: tuple[str, ...] = ()) -> None:
+    """Check the fields of a settings dataclass; errors name them ``section.field``."""
+    for name in integers:
+        object.__setattr__(obj, name, _integer(f"{section}.{name}", getattr(obj, name)))
+    for name in positive:
+        v = getattr(obj, name)
+        if not _number(f"{section}.{name}", v) > 0:
+            _fail(f"{section}.{name} must be > 0, got {v!r}")
+    for name in non_negative:
+        v = getattr(obj, name)
+        if not _number(f"{section}.{name}", v) >= 0:
+            _fail(f"{section}.{name} must be >= 0, got {v!r}")
+    if _integer("seed", obj.seed) < 0:
+        _fail(f"seed must be >= 0, got {obj.seed!r}")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """Float pretraining: Adam with cosine decay over ``epochs``."""
+    """Float pretraining (the spec's ``[pretrain]``): Adam with cosine decay over ``epochs``.
+
+    Attributes:
+        epochs: passes over the training split (> 0).
+        lr: learning rate (> 0).
+        batch_size: mini-batch size of tensor splits (> 0).
+        weight_decay: Adam's L2 weight decay (>= 0).
+        seed: the run's seed (the spec's top-level ``seed``, not a ``[pretrain]`` key).
+
+    Raises:
+        SpecError: a value out of range, naming it ``pretrain.<field>``.
+    """
 
     epochs: int = 40
     lr: float = 3e-3
     batch_size: int = 128
     weight_decay: float = 1e-4
-    seed: int = 0
+    seed: int = field(default=0, metadata=_NOT_A_SPEC_KEY)
 
     def __post_init__(self) -> None:
-        _positive(self, ("epochs", "lr", "batch_size"))
+        _check(self, "pretrain", integers=("epochs", "batch_size"),
+               positive=("epochs", "batch_size", "lr"), non_negative=("weight_decay",))
 
 
 @dataclass(frozen=True)
 class QATConfig:
-    """Quantization-aware training from the float weights.
+    """Quantization-aware training from the float weights (the spec's ``[qat]``).
 
     ``steps`` is the short QAT of every search evaluation; ``final_steps`` the longer QAT
     of the final front. Weights train at ``lr``, quantizer scales/ranges at ``quant_lr``;
     both decay with a cosine schedule. ``lr = 3e-3`` was chosen on the demo: against 1e-3
     it recovers heavily pruned configurations far better (an 8.8 KB front member: 92.0%
-    -> 95.5% test after 800 steps) at no cost for the large ones.
+    -> 95.5% test after 800 steps) at no cost for the large ones. ``seed`` is the run's
+    seed (the spec's top-level ``seed``, not a ``[qat]`` key).
+
+    Raises:
+        SpecError: a value out of range, naming it ``qat.<field>``.
     """
 
     steps: int = 300
@@ -63,19 +121,12 @@ class QATConfig:
     lr: float = 3e-3
     quant_lr: float = 1e-2
     batch_size: int = 128
-    seed: int = 0
+    seed: int = field(default=0, metadata=_NOT_A_SPEC_KEY)
 
     def __post_init__(self) -> None:
-        _positive(self, ("lr", "quant_lr", "batch_size"))
-        if self.steps < 0 or self.final_steps < 0:
-            raise EvompError("qat.steps and qat.final_steps must be >= 0")
-
-
-def _positive(obj: object, names: tuple[str, ...]) -> None:
-    for n in names:
-        v = getattr(obj, n)
-        if not v > 0:
-            raise EvompError(f"{type(obj).__name__}.{n} must be > 0, got {v!r}")
+        _check(self, "qat", integers=("steps", "final_steps", "batch_size"),
+               non_negative=("steps", "final_steps"),
+               positive=("lr", "quant_lr", "batch_size"))
 
 
 class Diverged(RuntimeError):
