@@ -68,7 +68,7 @@ def open_cached(spec_path: str, out: Path):  # type: ignore[no-untyped-def]
 
 def run_surrogate(spec_path: str, out: Path, budget: int, jobs: int) -> dict:
     ctx = open_cached(spec_path, out)
-    s = Search(ctx, SearchOptions(budget=budget, jobs=jobs, progress=False))
+    s = Search.from_context(ctx, SearchOptions(budget=budget, jobs=jobs))
     t0 = time.perf_counter()
     # run the loop up to the budget, without the final verification (not what we compare)
     s._verify = lambda round_: None  # type: ignore[method-assign]

@@ -17,7 +17,7 @@ from evomp.run import (
     parse_spec,
     read_front,
 )
-from evomp.search import Search, SearchOptions
+from evomp.search import Search, SearchOptions, SearchParts, build_parts
 from evomp.space import BitConfig, SearchSpace, genome_hash
 from evomp.tasks import QATConfig, Task, TrainConfig, get_task, pretrain
 
@@ -35,6 +35,8 @@ __all__ = [
     "RunSpec",
     "Search",
     "SearchOptions",
+    "SearchParts",
+    "build_parts",
     "QATConfig",
     "QuantModel",
     "Report",

@@ -133,7 +133,7 @@ def main() -> None:
         "hw": {"table": {"path": str(table)}},
     })
     ctx = evomp.make_context(task, model, space, spec, out=out)
-    front = evomp.Search(ctx).run()
+    front = evomp.Search(ctx, evomp.build_parts(ctx)).run()
     for r in front.rows:
         print(f"  {r['id']}: test {r['test_accuracy']:.4f}  memory {r['memory_bytes']:.0f} B  "
               f"latency {r['latency_us']:.1f} us (table)")

@@ -12,7 +12,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="create or resume a search run of a spec")
     p.add_argument("spec", help="run specification (TOML), e.g. runs/demo.toml")
     p.add_argument("--out", help="run directory (default runs/<name>/)")
-    p.add_argument("--engine", choices=["pymoo", "optuna"], help="search engine")
+    p.add_argument("--engine", help="search engine: pymoo or optuna")
     p.add_argument("--sampler", help="Optuna sampler: nsga2, nsga3, tpe, gp")
     p.add_argument("--storage", help="Optuna storage URL (default: a journal file in the run dir)")
     p.add_argument("--budget", type=int, help="number of true (short-QAT) evaluations")
@@ -50,9 +50,9 @@ def run(args: argparse.Namespace) -> int:
         )
     if not args.quiet and not args.no_reference:
         print_reference(ctx)
-    search = Search(
-        ctx,
-        SearchOptions(storage=args.storage, scheduler=args.scheduler, progress=not args.quiet),
+    search = Search.from_context(
+        ctx, SearchOptions(scheduler=args.scheduler, progress=not args.quiet),
+        storage=args.storage,
     )
     front = search.run()
     print(f"\nverified front ({len(front.rows)} points; val/test accuracy after the final QAT):")

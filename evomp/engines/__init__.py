@@ -3,6 +3,7 @@ their genome operators, the compact encoding, and the engine-side Free Bits repa
 
 from __future__ import annotations
 
+from evomp.engines._base import ENGINES, CheapFn, Engine, EngineParts, Proposals, make_engine
 from evomp.engines._encoding import CompactEncoding, importance_rank
 from evomp.engines._operators import (
     ChainRepair,
@@ -24,6 +25,12 @@ from evomp.engines._refine import (
 
 __all__ = [
     "ALGORITHMS",
+    "ENGINES",
+    "CheapFn",
+    "Engine",
+    "EngineParts",
+    "Proposals",
+    "make_engine",
     "SAMPLERS",
     "ChainRepair",
     "CompactEncoding",

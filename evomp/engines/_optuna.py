@@ -1,4 +1,8 @@
-"""Optuna engine: samplers over the compact encoding (NSGA-II/III, TPE, GP)."""
+"""Optuna engine: samplers over the compact encoding (NSGA-II/III, TPE, GP).
+
+Samplers are built by name from :data:`SAMPLERS` (``search.sampler``); a third party adds
+one with ``SAMPLERS.register(name, builder)``.
+"""
 
 from __future__ import annotations
 
@@ -8,31 +12,41 @@ from collections.abc import Callable
 import numpy as np
 import optuna
 
-from evomp._errors import EvompError
+from evomp._registry import Registry
+from evomp.engines._base import ENGINES, EngineParts, Proposals
 from evomp.engines._encoding import CompactEncoding
+from evomp.engines._refine import FreeBitsRepair
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 __all__ = ["OptunaEngine", "SAMPLERS", "make_sampler", "distributions"]
 
-SAMPLERS = ("nsga2", "nsga3", "tpe", "gp")
-
 ObjFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+#: ``(seed, population) -> Optuna sampler``
+SamplerBuilder = Callable[[int, int], optuna.samplers.BaseSampler]
+
+#: sampler name -> builder (``search.sampler``); constraints come from ``set_constraint``
+SAMPLERS: Registry[SamplerBuilder] = Registry("search.sampler")
+
+
+def _nsga3(seed: int, population: int) -> optuna.samplers.BaseSampler:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.NSGAIIISampler(population_size=population, seed=seed)
+
+
+SAMPLERS.register("nsga2", lambda seed, population: optuna.samplers.NSGAIISampler(
+    population_size=population, seed=seed))
+SAMPLERS.register("nsga3", _nsga3)
+SAMPLERS.register("tpe", lambda seed, population: optuna.samplers.TPESampler(
+    multivariate=True, seed=seed))
+SAMPLERS.register("gp", lambda seed, population: optuna.samplers.GPSampler(seed=seed))
 
 
 def make_sampler(name: str, seed: int, population: int = 32) -> optuna.samplers.BaseSampler:
-    """An Optuna sampler by name; constraints come from ``trial.set_constraint``."""
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
-    if name == "nsga3":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.NSGAIIISampler(population_size=population, seed=seed)
-    if name == "tpe":
-        return optuna.samplers.TPESampler(multivariate=True, seed=seed)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
-    raise EvompError(f"search.sampler must be one of {SAMPLERS}, got {name!r}")
+    """An Optuna sampler by name (see :data:`SAMPLERS`)."""
+    return SAMPLERS.get(name)(seed, population)
 
 
 def distributions(enc: CompactEncoding) -> dict[str, optuna.distributions.BaseDistribution]:
@@ -79,8 +93,10 @@ class OptunaEngine:
     name = "optuna"
 
     def __init__(self, encoding: CompactEncoding, n_obj: int, sampler: str = "nsga2",
-                 trials: int = 400, population: int = 32, seed: int = 0) -> None:
+                 trials: int = 400, population: int = 32, seed: int = 0,
+                 repair: FreeBitsRepair | None = None) -> None:
         make_sampler(sampler, seed)  # validate the name early
+        self.repair = repair
         self.encoding = encoding
         self.n_obj = n_obj
         self.sampler = sampler
@@ -90,16 +106,39 @@ class OptunaEngine:
         self.round = 0
         self.last_params: dict[bytes, dict[str, float]] = {}
 
+    @classmethod
+    def from_parts(cls, parts: EngineParts) -> OptunaEngine:
+        """The engine of a run: ``population * generations // 4`` cheap trials a round."""
+        return cls(parts.encoding, parts.n_obj, parts.sampler,
+                   trials=parts.population * parts.generations // 4,
+                   population=parts.population, seed=parts.seed, repair=parts.repair)
+
+    def build_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        """The sampler of one round's cheap study."""
+        return make_sampler(self.sampler, seed, self.population)
+
+    def initial(self, genomes: np.ndarray) -> Proposals:
+        """The initial design through the compact encoding: each genome is replaced by the
+        decoding of its encoding, so that every initial trial carries its parameters."""
+        enc = self.encoding
+        P = enc.encode(np.asarray(genomes))
+        return Proposals(enc.decode(P), [dict(zip(enc.names, map(float, p))) for p in P])
+
+    def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
+        return distributions(self.encoding)
+
     def propose(self, objective: ObjFn, generations: int, inject: np.ndarray | None = None
-                ) -> np.ndarray:
+                ) -> Proposals:
         """Run ``trials`` cheap trials (``generations`` is ignored) and return genomes of
         the non-dominated feasible ones (at most ``population``; the least infeasible ones
         when no trial is feasible). ``inject`` genomes (e.g. the true front) are enqueued
-        as the first trials, through their compact parameters."""
+        as the first trials, through their compact parameters. The engine's repair (Free
+        Bits), if any, is applied to the proposals; a genome it changed keeps the
+        parameters of a proposal that decoded to it, if any."""
         self.round += 1
         study = optuna.create_study(
             directions=["minimize"] * self.n_obj,
-            sampler=make_sampler(self.sampler, self.seed + self.round, self.population),
+            sampler=self.build_sampler(self.seed + self.round),
         )
         enc = self.encoding
         dists = distributions(enc)
@@ -132,4 +171,9 @@ class OptunaEngine:
         P = np.array([[t.params[n] for n in enc.names] for t in best], dtype=float)
         G = enc.decode(P)
         self.last_params = {g.tobytes(): dict(zip(enc.names, p)) for g, p in zip(G, P)}
-        return G
+        if self.repair is not None:
+            G = self.repair.apply(G)
+        return Proposals(G, [self.last_params.get(g.tobytes()) for g in G])
+
+
+ENGINES.register("optuna", OptunaEngine.from_parts)

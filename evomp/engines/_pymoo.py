@@ -1,18 +1,25 @@
-"""pymoo engine: NSGA-II (or NSGA-III, SMS-EMOA) on the integer genome, by ask and tell."""
+"""pymoo engine: NSGA-II (or NSGA-III, SMS-EMOA) on the integer genome, by ask and tell.
+
+Algorithms are built by name from :data:`ALGORITHMS` (``search.algorithm``); a third party
+adds one with ``ALGORITHMS.register(name, builder)``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from pymoo.core.algorithm import Algorithm
 from pymoo.core.evaluator import Evaluator as PymooEvaluator
 from pymoo.core.problem import Problem
 from pymoo.core.repair import Repair
 from pymoo.core.termination import NoTermination
 from pymoo.problems.static import StaticProblem
 
-from evomp._errors import EvompError
+from evomp._registry import Registry
+from evomp.engines._base import ENGINES, EngineParts, Proposals
 from evomp.engines._encoding import CompactEncoding
 from evomp.engines._operators import (
     ChainRepair,
@@ -25,9 +32,39 @@ from hwmodels import LayerTable
 
 __all__ = ["PymooEngine", "ALGORITHMS"]
 
-ALGORITHMS = ("nsga2", "nsga3", "smsemoa")
-
 ObjFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+#: ``(pop_size, n_obj, operators) -> pymoo algorithm``
+AlgorithmBuilder = Callable[[int, int, dict[str, Any]], Algorithm]
+
+#: algorithm name -> builder (``search.algorithm``)
+ALGORITHMS: Registry[AlgorithmBuilder] = Registry("search.algorithm")
+
+
+def _nsga2(pop_size: int, n_obj: int, ops: dict[str, Any]) -> Algorithm:
+    from pymoo.algorithms.moo.nsga2 import NSGA2
+
+    return NSGA2(pop_size=pop_size, **ops)
+
+
+def _nsga3(pop_size: int, n_obj: int, ops: dict[str, Any]) -> Algorithm:
+    from pymoo.algorithms.moo.nsga3 import NSGA3
+    from pymoo.util.ref_dirs import get_reference_directions
+
+    parts = {2: pop_size - 1, 3: 12}.get(n_obj, 6)
+    ref = get_reference_directions("das-dennis", n_obj, n_partitions=parts)
+    return NSGA3(ref_dirs=ref, pop_size=max(pop_size, len(ref)), **ops)
+
+
+def _smsemoa(pop_size: int, n_obj: int, ops: dict[str, Any]) -> Algorithm:
+    from pymoo.algorithms.moo.sms import SMSEMOA
+
+    return SMSEMOA(pop_size=pop_size, **ops)
+
+
+ALGORITHMS.register("nsga2", _nsga2)
+ALGORITHMS.register("nsga3", _nsga3)
+ALGORITHMS.register("smsemoa", _smsemoa)
 
 
 class PymooEngine:
@@ -66,8 +103,7 @@ class PymooEngine:
         repair: Repair | None = None,
         budgeted: np.ndarray | None = None,
     ) -> None:
-        if algorithm not in ALGORITHMS:
-            raise EvompError(f"search.algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+        self._builder = ALGORITHMS.get(algorithm)  # an unknown name is an error here
         self.table = table
         self.encoding = encoding
         self.algorithm = algorithm
@@ -90,8 +126,16 @@ class PymooEngine:
             xl=np.zeros(table.n_genes), xu=(table.gene_n_levels - 1).astype(float), vtype=int,
         )
 
-    def _make(self, seeds: np.ndarray | None, seed: int):  # type: ignore[no-untyped-def]
-        common = dict(
+    @classmethod
+    def from_parts(cls, parts: EngineParts) -> PymooEngine:
+        """The engine of a run (see :class:`~evomp.engines.EngineParts`)."""
+        return cls(parts.table, parts.encoding, parts.n_obj, parts.n_constr, parts.algorithm,
+                   parts.population, parts.seed, checkpoint=parts.checkpoint,
+                   repair=parts.repair, budgeted=parts.anchors)
+
+    def build_algorithm(self, seeds: np.ndarray | None, seed: int) -> Algorithm:
+        """The pymoo algorithm of one round, its population seeded with ``seeds``."""
+        common: dict[str, Any] = dict(
             sampling=MixedSampling(self.table, self.encoding, seeds, seed, self.budgeted),
             crossover=LayerBlockCrossover(self.table),
             mutation=LevelStepMutation(self.table),
@@ -99,23 +143,17 @@ class PymooEngine:
             else ChainRepair(KeepChannelRepair(self.table), self.repair),
             eliminate_duplicates=True,
         )
-        if self.algorithm == "nsga2":
-            from pymoo.algorithms.moo.nsga2 import NSGA2
+        return self._builder(self.pop_size, self.n_obj, common)
 
-            return NSGA2(pop_size=self.pop_size, **common)
-        if self.algorithm == "nsga3":
-            from pymoo.algorithms.moo.nsga3 import NSGA3
-            from pymoo.util.ref_dirs import get_reference_directions
+    def initial(self, genomes: np.ndarray) -> Proposals:
+        """The initial design as given (the pymoo engine records no parameters)."""
+        return Proposals(np.asarray(genomes, dtype=np.int8))
 
-            parts = {2: self.pop_size - 1, 3: 12}.get(self.n_obj, 6)
-            ref = get_reference_directions("das-dennis", self.n_obj, n_partitions=parts)
-            return NSGA3(ref_dirs=ref, pop_size=max(self.pop_size, len(ref)), **common)
-        from pymoo.algorithms.moo.sms import SMSEMOA
-
-        return SMSEMOA(pop_size=self.pop_size, **common)
+    def distributions(self) -> None:
+        return None
 
     def propose(self, objective: ObjFn, generations: int, inject: np.ndarray | None = None
-                ) -> np.ndarray:
+                ) -> Proposals:
         """Run ``generations`` generations on ``objective`` and return the population.
 
         Args:
@@ -124,7 +162,7 @@ class PymooEngine:
             inject: genomes to place in the starting population (e.g. the true front).
 
         Returns:
-            ``(pop_size, n_genes)`` int8 genomes of the final population.
+            The ``(pop_size, n_genes)`` int8 genomes of the final population.
         """
         seeds = self.pop
         if inject is not None and len(inject):
@@ -132,7 +170,7 @@ class PymooEngine:
         if seeds is not None:
             _, first = np.unique(seeds, axis=0, return_index=True)
             seeds = seeds[np.sort(first)][: self.pop_size]
-        algo = self._make(seeds, self.seed + self.generation)
+        algo = self.build_algorithm(seeds, self.seed + self.generation)
         algo.setup(self.problem, termination=NoTermination(), seed=self.seed + self.generation,
                    verbose=False)
         for _ in range(generations):
@@ -147,7 +185,7 @@ class PymooEngine:
             self.pop = np.rint(algo.pop.get("X")).astype(np.int8)
             self._save()
         assert self.pop is not None
-        return self.pop
+        return Proposals(self.pop.copy())
 
     def _save(self) -> None:
         if self.checkpoint is None or self.pop is None:
@@ -155,3 +193,6 @@ class PymooEngine:
         tmp = self.checkpoint.with_name(self.checkpoint.stem + ".tmp.npz")
         np.savez(tmp, pop=self.pop, generation=self.generation)
         tmp.replace(self.checkpoint)
+
+
+ENGINES.register("pymoo", PymooEngine.from_parts)

@@ -175,6 +175,11 @@ class Objectives:
             )
         return self.models[self.owners[metric]]
 
+    @property
+    def metrics(self) -> list[str]:
+        """Every metric the models provide, in the order :meth:`costs` returns them."""
+        return list(self.owners)
+
     def costs(self, genomes: np.ndarray) -> dict[str, np.ndarray]:
         """Every metric of every model for a genome batch: ``{metric: (n,) float}``."""
         return dict(hwmodels.evaluate(list(self.models.values()), self.table, genomes))

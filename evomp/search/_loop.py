@@ -1,10 +1,11 @@
-"""The surrogate-assisted search loop, shared by the pymoo and Optuna engines.
+"""The surrogate-assisted search loop, shared by every engine.
 
-1. the sensitivity profile (computed once, reused on resume);
+1. the parts (objectives, store, sensitivity profile, encoding, engine, surrogate,
+   selection; :func:`~evomp.search.build_parts`) are built once and passed in;
 2. an initial design of true evaluations (short QAT), in parallel;
 3. rounds: the engine searches on surrogate-predicted accuracy and hardware costs; the
-   surrogate's selection helpers pick candidates; they are evaluated for real; the
-   surrogate is refit; its rank quality on the new points is logged;
+   selection rule picks candidates; they are evaluated for real; the surrogate is refit;
+   its rank quality on the new points is logged;
 4. stop at the budget of true evaluations and/or the time limit;
 5. verify: front candidates get the final QAT and a test score (``finish_run``).
 
@@ -14,37 +15,22 @@ same spec again resumes: stored genomes are never trained again.
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from evomp._errors import EvompError
-from evomp.engines import (
-    CompactEncoding,
-    OptunaEngine,
-    PymooEngine,
-    distributions,
-    initial_design,
-    make_sampler,
-)
-from evomp.evaluation import (
-    EvalResult,
-    backend_context,
-    channel_importance,
-    evaluate_parallel,
-    run_profile,
-)
-from evomp.objectives import Objectives, nondominated
-from evomp.run import CpuClock, FrontResult, RunContext, finish_run, mask_url, open_storage
-from evomp.search._store import Record, Store
-from evomp.search._surrogate import build_surrogate
+from evomp.engines import Proposals, initial_design
+from evomp.evaluation import EvalResult, backend_context, evaluate_parallel
+from evomp.objectives import nondominated
+from evomp.run import FrontResult, RunContext, RunDir, finish_run
+from evomp.search._parts import SearchParts
+from evomp.search._store import Record
+from evomp.search._surrogate import SelectionContext
 from evomp.space import genome_hash, repair_all_pruned
 
 __all__ = ["Search", "SearchOptions"]
@@ -54,108 +40,96 @@ log = logging.getLogger("evomp")
 
 @dataclass(frozen=True)
 class SearchOptions:
-    """Command-line overrides of the spec's ``[search]`` table."""
+    """How one invocation runs (command-line overrides of the spec's ``[search]`` table).
 
-    engine: str | None = None
-    sampler: str | None = None
-    storage: str | None = None
+    Attributes:
+        budget: true evaluations (default ``search.budget``).
+        jobs: parallel evaluations (default ``search.jobs``).
+        scheduler: a dask.distributed scheduler address (the dask backend), or None.
+        progress: print messages and progress bars (the CLI turns this on; the library is
+            quiet by default and logs to ``run.log``).
+    """
+
     budget: int | None = None
     jobs: int | None = None
     scheduler: str | None = None
-    progress: bool = True
+    progress: bool = False
 
 
 def _canonical(r: Record) -> tuple[float, float, int]:
-    rd, slot = r.attrs.get("round"), r.attrs.get("slot")
+    """Training order of the surrogate: round, then row within its batch, then trial."""
+    rd, slot = r.round, r.slot
     return (float("inf") if rd is None or rd < 0 else float(rd),
             float(r.number) if slot is None else float(slot), r.number)
 
 
 class Search:
-    """One search run over ``ctx`` (see the module docstring).
+    """One search run over ``ctx`` with ``parts`` (see the module docstring).
 
     Args:
         ctx: the run context (spec, task, float model, space, evaluator, out dir).
-        opts: command-line overrides.
+        parts: the search's parts (:func:`~evomp.search.build_parts`).
+        opts: how this invocation runs.
     """
 
-    def __init__(self, ctx: RunContext, opts: SearchOptions = SearchOptions()) -> None:
+    def __init__(self, ctx: RunContext, parts: SearchParts,
+                 opts: SearchOptions = SearchOptions()) -> None:
         self.ctx = ctx
-        s = ctx.spec.search
-        self.s = s
-        self._deadline: float | None = None  # wall clock (time.time()) set by run()
-        self._said_deadline = False
-        self._budgeted_cache: np.ndarray | None = None  # _budgeted() fills it once
-        self.engine_name = opts.engine or s.engine
-        self.sampler_name = opts.sampler or s.sampler
-        self.budget = opts.budget or s.budget
-        self.jobs = opts.jobs or s.jobs
+        self.parts = parts
+        self.s = ctx.spec.search
+        self.budget = opts.budget or self.s.budget
+        self.jobs = opts.jobs or self.s.jobs
         self.scheduler = opts.scheduler
         self.progress = opts.progress
-        self.out = Path(ctx.out)
+        self.run_dir = RunDir(ctx.out)
         self.table = ctx.space.table
-        self.objectives = Objectives(self.table, s.objectives, s.constraints, s.hardware,
-                                     ctx.spec.hw)
-        if self.engine_name not in ("pymoo", "optuna"):
-            raise EvompError(f"--engine must be 'pymoo' or 'optuna', got {self.engine_name!r}")
+        self.objectives = parts.objectives
+        self.store = parts.store
+        self.engine = parts.engine
+        self.clock = parts.clock
         self.rng = np.random.default_rng(ctx.spec.seed)
-        self.storage = open_storage(opts.storage, self.out)
-        persistent_sampler = (make_sampler(self.sampler_name, ctx.spec.seed, s.population)
-                              if self.engine_name == "optuna" else None)
-        self.store = Store(self.storage, ctx.spec.name, self.objectives, persistent_sampler)
-        self._write_storage_note(opts.storage)
+        limit = self.s.time_limit_s  # wall-clock seconds of this invocation
+        self._limit = limit
+        self._deadline: float | None = None  # set when run() starts
+        self._said_deadline = False
 
-    # ------------------------------------------------------------------ state
-    def _progress_file(self) -> Path:
-        return self.out / "progress.json"
+    @classmethod
+    def from_context(cls, ctx: RunContext, opts: SearchOptions = SearchOptions(), *,
+                     engine: str | None = None, sampler: str | None = None,
+                     storage: str | None = None) -> Search:
+        """A search over ``ctx`` with the parts :func:`~evomp.search.build_parts` makes
+        from its spec (``engine``, ``sampler`` and ``storage`` override the spec)."""
+        from evomp.search._parts import build_parts
 
-    def _load_progress(self) -> dict[str, Any]:
-        p = self._progress_file()
-        return json.loads(p.read_text()) if p.is_file() else {}
-
-    def _save_progress(self, **kw: Any) -> None:
-        d = self._load_progress()
-        d.update(kw)
-        tmp = self._progress_file().with_suffix(".tmp")
-        tmp.write_text(json.dumps(d, indent=1))
-        tmp.replace(self._progress_file())
-
-    def _write_storage_note(self, url: str | None) -> None:
-        (self.out / "storage.txt").write_text(
-            (mask_url(url) if url else f"journal file: {self.out / 'study.journal'}") + "\n"
-            + f"study: {self.ctx.spec.name}\n"
-        )
-
-    def _seed_cache(self, records: list[Record]) -> None:
-        ev = self.ctx.evaluator
-        for r in records:
-            ev.cache[(r.genome_hash, r.fidelity)] = EvalResult(
-                r.genome_hash, r.fidelity, r.val_accuracy, r.ptq_accuracy, None, float("nan"),
-                float(r.attrs.get("seconds", 0.0)), r.failed, str(r.attrs.get("reason", "")),
-                float(r.attrs.get("cpu_seconds", 0.0)),
-            )
+        say = None
+        if opts.progress:
+            def say(msg: str) -> None:
+                log.info(msg)
+                print(msg, flush=True)
+        return cls(ctx, build_parts(ctx, engine=engine, sampler=sampler, storage=storage,
+                                    say=say), opts)
 
     # ------------------------------------------------------------ evaluation
-    def _evaluate_and_record(self, G: np.ndarray, round_: int, source: str,
-                             params: list[dict[str, float] | None] | None = None,
+    def _evaluate_and_record(self, props: Proposals, round_: int, source: str,
                              predicted: tuple[np.ndarray, np.ndarray] | None = None
                              ) -> tuple[np.ndarray, list[EvalResult]]:
-        """Evaluate ``G`` (short QAT) and record each result in the study as it finishes.
+        """Evaluate ``props`` (short QAT) and record each result in the study as it
+        finishes, with its hardware costs.
 
-        Returns ``(rows of G evaluated, their results)``: past the run's time limit, rows
-        that had not started are skipped (they stay unevaluated; a resumed run may pick
-        them again).
+        Returns ``(rows evaluated, their results)``: past the run's time limit, rows that
+        had not started are skipped (they stay unevaluated; a resumed run may pick them
+        again).
         """
+        G = props.genomes
         if len(G) == 0:
             return np.zeros(0, np.int64), []
         costs = self.objectives.costs(G)
-        dists = distributions(self.encoding) if self.engine_name == "optuna" else None
-
+        dists = self.engine.distributions()
         ran: list[int] = []
 
         def record(i: int, r: EvalResult) -> None:  # as each evaluation finishes
             ran.append(i)
-            p = params[i] if params else None
+            p = props.params[i] if props.params else None
             extra: dict[str, Any] = {"slot": i}  # row in its batch: the canonical order
             if predicted is not None:
                 extra.update(predicted_accuracy=float(predicted[0][i]),
@@ -180,65 +154,23 @@ class Search:
             return np.zeros((0, self.table.n_genes), np.int8), np.zeros(0), []
         return np.stack([r.genome for r in recs]), np.array([r.val_accuracy for r in recs]), recs
 
-    def _budgeted(self) -> np.ndarray:
-        """Sensitivity-ordered genomes at several memory budgets for the initial design,
-        from the smallest to the largest:
+    def _repaired(self, props: Proposals) -> Proposals:
+        """``props`` with no searched layer fully pruned."""
+        G = repair_all_pruned(self.table, props.genomes.astype(np.int64)).astype(np.int8)
+        return props.changed_to(G)
 
-        * pruned anchors (channel-wise spaces with 0 and 2 bit): in every layer the least
-          important 35%, 55% or 70% of the channels pruned and the rest at 2 bit, by
-          channel importance, so the first surrogate sees working networks in the
-          low-memory corner;
-        * the greedy HAWQ-style 2/4/8-bit assignments at 25% to 60% of the 8-bit weight
-          memory, without pruning: the Hessian proxy rates pruning cheap, and its greedy
-          pruned genomes trained to near chance on the demo (0.33-0.38 validation
-          accuracy), which misled the first rounds.
-        """
-        import surrogates
-
-        if self._budgeted_cache is not None:
-            return self._budgeted_cache
-        t, enc = self.table, self.encoding
-        parts = []
-        if t.granularity == "channel" and 0 in t.w_choices and 2 in t.w_choices:
-            top_a = float(len(t.a_choices) - 1)
-            for prune in (0.7, 0.55, 0.35):
-                p = [top_a if n.startswith("a.") else prune if n.endswith(".0")
-                     else 1.0 - prune if n.endswith(".2") else 0.0 for n in enc.names]
-                parts.append(enc.decode(np.array([p])))
-        parts.append(surrogates.sensitivity_order_genome(t, self.profile,
-                                                         np.geomspace(0.25, 0.6, 4),
-                                                         allow_prune=False))
-        G = repair_all_pruned(t, np.concatenate(parts).astype(np.int64)).astype(np.int8)
-        self._budgeted_cache = G
-        return G
-
-    def _initial_genomes(self, n: int) -> tuple[np.ndarray, list[dict[str, float] | None] | None]:
-        """Uniform, budgeted sensitivity-ordered and random genomes (the Optuna engine gets
-        them through its compact parameters, so every initial trial carries them)."""
-        G = initial_design(self.table, self.encoding, n, self.rng, self._budgeted())
-        if self.engine_name == "pymoo":
-            return repair_all_pruned(self.table, G.astype(np.int64)).astype(np.int8), None
-        enc = self.encoding
-        P = enc.encode(G)
-        D = enc.decode(P)
-        G = repair_all_pruned(self.table, D.astype(np.int64)).astype(np.int8)
-        changed = (G != D).any(axis=1)
-        return G, [None if c else dict(zip(enc.names, map(float, p)))
-                   for c, p in zip(changed, P)]
+    def _initial(self, n: int) -> Proposals:
+        """Uniform, anchor (sensitivity-ordered) and random genomes, as the engine records
+        them."""
+        G = initial_design(self.table, self.parts.encoding, n, self.rng, self.parts.anchors)
+        return self._repaired(self.engine.initial(G))
 
     # ------------------------------------------------------------------ loop
     def run(self) -> FrontResult:
         """Run (or resume) the search and verify the front. Returns the measured front."""
         ctx = self.ctx
-        limit = self.s.time_limit_s  # wall-clock seconds of this invocation
-        self._deadline = time.time() + limit if limit else None
-        prev = self._load_progress()
-        self.clock = CpuClock(before=float(prev.get("cpu_seconds", 0.0)))
-        if not (self.out / "sensitivity.npz").is_file():
-            self._say(f"sensitivity profile ({self.s.sensitivity}, {self.s.probes} probes)...")
-        profile = run_profile(ctx, self.s.sensitivity, self.s.probes)
-        self.profile = profile
-        self.encoding = CompactEncoding(self.table, channel_importance(profile, self.table))
+        self._deadline = time.time() + self._limit if self._limit else None
+        prev = self.run_dir.read_progress()
         records = self.store.records()
         self._seed_cache(records)
         if records:
@@ -247,10 +179,10 @@ class Search:
         # 2. initial design
         need = min(self.s.initial, self.budget) - len(records)
         if need > 0:
-            G, params = self._initial_genomes(min(self.s.initial, self.budget))
+            props = self._initial(min(self.s.initial, self.budget))
             done = {r.genome_hash for r in records}
             keep = []
-            for i, g in enumerate(G):  # each genome once, none already stored
+            for i, g in enumerate(props.genomes):  # each genome once, none already stored
                 h = genome_hash(g)
                 if h not in done:
                     done.add(h)
@@ -258,11 +190,9 @@ class Search:
             keep = keep[:need]
             self._say(f"initial design: {len(keep)} true evaluations (short QAT, "
                       f"{ctx.evaluator.qat.steps} steps)")
-            self._evaluate_and_record(G[keep], 0, "initial",
-                                      [params[i] for i in keep] if params else None)
-            self._save_progress(cpu_seconds=self.clock.seconds)
+            self._evaluate_and_record(props.take(keep), 0, "initial")
+            self.run_dir.update_progress(cpu_seconds=self.clock.seconds)
         # 3. rounds
-        self.engine = self._make_engine()
         round_ = int(prev.get("round", 0))
         bar = tqdm(total=self.budget, initial=min(self.store.n_true(), self.budget),
                    desc="true evaluations", disable=not self.progress, leave=False)
@@ -272,7 +202,7 @@ class Search:
             round_ += 1
             n_new = self._round(round_)
             bar.update(n_new)
-            self._save_progress(round=round_, cpu_seconds=self.clock.seconds)
+            self.run_dir.update_progress(round=round_, cpu_seconds=self.clock.seconds)
             if n_new == 0:
                 if not self._past_deadline():
                     self._say("the engine proposed nothing new; stopping the rounds")
@@ -281,34 +211,22 @@ class Search:
         # 5. verify
         return self._verify(round_)
 
-    def _make_engine(self) -> PymooEngine | OptunaEngine:
-        from evomp.engines import latency_refiner
-
-        # Free Bits' refinement when an objective is a latency: pymoo's repair; the Optuna
-        # engine's proposals get it in _round
-        self._refiner = latency_refiner(self.table, self.objectives)
-        if self._refiner is not None:
-            self._say("Free Bits refinement on: precision is raised wherever that lowers "
-                      f"{self._refiner.metric}")
-        n_obj = len(self.objectives.names)
-        n_con = len(self.objectives.constraints)
-        if self.engine_name == "pymoo":
-            return PymooEngine(self.table, self.encoding, n_obj, n_con, self.s.algorithm,
-                               self.s.population, self.ctx.spec.seed,
-                               checkpoint=self.out / "pymoo_state.npz",
-                               repair=self._refiner, budgeted=self._budgeted())
-        return OptunaEngine(self.encoding, n_obj, self.sampler_name,
-                            trials=self.s.population * self.s.generations // 4,
-                            population=self.s.population, seed=self.ctx.spec.seed)
+    def _seed_cache(self, records: list[Record]) -> None:
+        """Stored results answer the evaluator's cache: nothing stored is trained again."""
+        ev = self.ctx.evaluator
+        for r in records:
+            ev.cache[(r.genome_hash, r.fidelity)] = r.result()
 
     def _round(self, round_: int) -> int:
         X, y, recs = self._true_data()
         if len(X) < 3:
+            where = (f"in {self.run_dir.evaluations_csv}" if self.run_dir.evaluations_csv.is_file()
+                     else f"in the study's failed trials ('evomp status {self.ctx.out}')")
             raise EvompError(
                 f"only {len(X)} successful true evaluations: too few to fit a surrogate "
-                "(raise search.initial, or check why evaluations fail in evaluations.csv)"
+                f"(raise search.initial, or check why evaluations fail {where})"
             )
-        model = build_surrogate(self.s.surrogate, self.table, self.profile, self.ctx.spec.seed)
+        model = self.parts.surrogate()
         model.fit(X, y)
         obj = self.objectives
 
@@ -317,39 +235,31 @@ class Search:
             costs = obj.costs(G)
             return obj.matrix(mean, costs), obj.violation(mean, costs)
 
-        costs_true = obj.costs(X)
+        costs_true = self.store.costs(recs)
         front = nondominated(obj.matrix(y, costs_true))
-        pool = self.engine.propose(cheap, self.s.generations, inject=X[front])
-        if self.engine_name == "optuna" and self._refiner is not None:
-            pool = self._refiner.apply(pool)  # pymoo applies it as a repair already
-        pool = repair_all_pruned(self.table, pool.astype(np.int64)).astype(np.int8)
+        props = self._repaired(self.engine.propose(cheap, self.s.generations, inject=X[front]))
         seen = {r.genome_hash for r in self.store.records()}
-        pool = self._fresh(pool, seen)
-        if len(pool) == 0:
+        props = self._fresh(props, seen)
+        if len(props) == 0:
             # the engine converged onto evaluated genomes (e.g. a refinement that maps many
             # genomes onto few): explore sensitivity-ordered and random genomes instead
             n = 8 * self.s.per_round
-            P = self.encoding.random_params(n, self.rng, 0.5)
-            R = np.concatenate([self.encoding.decode(P), self.ctx.space.random(n, self.rng)])
-            if self._refiner is not None:
-                R = self._refiner.apply(R)
-            pool = self._fresh(repair_all_pruned(self.table, R.astype(np.int64)
-                                                 ).astype(np.int8), seen)
-            if len(pool) == 0:
+            P = self.parts.encoding.random_params(n, self.rng, 0.5)
+            R = np.concatenate([self.parts.encoding.decode(P), self.ctx.space.random(n, self.rng)])
+            if self.parts.refiner is not None:
+                R = self.parts.refiner.apply(R)
+            props = self._fresh(self._repaired(Proposals(R.astype(np.int8))), seen)
+            if len(props) == 0:
                 return 0
             self._say(f"round {round_}: the engine proposed only evaluated genomes; "
                       "choosing among random ones")
+        pool = props.genomes
         k = min(self.s.per_round, self.budget - self.store.n_true(), len(pool))
         mean, std = model.predict(pool, return_std=True)
-        chosen = self._select(pool, mean, std, y, costs_true, k)
-        G = pool[chosen]
-        params = None
-        if self.engine_name == "optuna":
-            # a genome changed by a repair has no compact parameters: it is recorded
-            # without them (the others keep theirs)
-            engine = cast(OptunaEngine, self.engine)  # _make_engine built one for "optuna"
-            params = [engine.last_params.get(g.tobytes()) for g in G]
-        ran, results = self._evaluate_and_record(G, round_, "round", params,
+        chosen = self.parts.selection(SelectionContext(
+            pool=pool, mean=mean, std=std, pool_costs=obj.costs(pool), y=y,
+            true_costs=costs_true, objectives=obj, rng=self.rng), k)
+        ran, results = self._evaluate_and_record(props.take(chosen), round_, "round",
                                                  predicted=(mean[chosen], std[chosen]))
         if len(results):
             self._log_quality(round_, len(X), results, mean[chosen][ran], model)
@@ -366,38 +276,11 @@ class Search:
         return True
 
     @staticmethod
-    def _fresh(pool: np.ndarray, seen: set[str]) -> np.ndarray:
-        """Rows of ``pool`` not in ``seen`` (hashes), first occurrences, in order."""
-        hashes = [genome_hash(g) for g in pool]
+    def _fresh(props: Proposals, seen: set[str]) -> Proposals:
+        """Proposals whose genomes are not in ``seen`` (hashes), first occurrences, in order."""
+        hashes = [genome_hash(g) for g in props.genomes]
         _, first = np.unique(hashes, return_index=True)
-        return pool[[i for i in sorted(first) if hashes[i] not in seen]]
-
-    def _select(self, pool: np.ndarray, mean: np.ndarray, std: np.ndarray, y: np.ndarray,
-                costs_true: dict[str, np.ndarray], k: int) -> np.ndarray:
-        import surrogates
-
-        obj = self.objectives
-        how = self.s.selection
-        if how == "uncertainty":
-            return np.asarray(surrogates.select_uncertain(mean, std, k))
-        if how == "diverse":
-            return np.asarray(surrogates.select_diverse(pool.astype(float), k, self.rng))
-        if how != "ehvi":
-            raise EvompError(f"search.selection must be ehvi, uncertainty or diverse, got {how!r}")
-        costs_pool = obj.costs(pool)
-        hw = obj.hw_metrics
-        C = np.stack([costs_pool[m] for m in hw], axis=1)
-        Ct = np.stack([costs_true[m] for m in hw], axis=1)
-        front_mask = nondominated(obj.matrix(y, costs_true))
-        front_pts = np.concatenate([y[front_mask, None], Ct[front_mask]], axis=1)
-        ref = np.concatenate([[0.0], 1.1 * np.maximum(C.max(0), Ct.max(0))])
-        viol = obj.violation(mean, costs_pool).sum(axis=1)
-        feasible = np.nonzero(viol == 0)[0]
-        if len(feasible) < k:
-            feasible = np.argsort(viol, kind="stable")[: max(k, len(feasible))]
-        idx = surrogates.select_ehvi(mean[feasible], std[feasible], C[feasible], front_pts, ref,
-                                     k, self.rng)
-        return feasible[np.asarray(idx)]
+        return props.take([i for i in sorted(first) if hashes[i] not in seen])
 
     def _log_quality(self, round_: int, n_train: int, results: list[EvalResult],
                      predicted: np.ndarray, model: Any) -> None:
@@ -415,13 +298,7 @@ class Search:
         row = {"round": round_, "n_train": n_train, "n_new": int(ok.sum()),
                **{k: float(v) for k, v in q.items()}, "model": str(chosen),
                "best_new_accuracy": float(meas.max()) if len(meas) else float("nan")}
-        path = self.out / "surrogate_quality.csv"
-        new = not path.is_file()
-        with path.open("a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(row))
-            if new:
-                w.writeheader()
-            w.writerow(row)
+        self.run_dir.append_quality(row)
         self._say(f"round {round_}: {row['n_new']} new true evaluations, surrogate "
                   f"tau={row['kendall_tau']:.2f} spearman={row['spearman']:.2f} "
                   f"mae={row['mae']:.3f} ({row['model']})")
@@ -436,7 +313,7 @@ class Search:
                     "same command again to resume")
             raise EvompError("no successful true evaluation to build a front from")
         obj = self.objectives
-        costs = obj.costs(X)
+        costs = self.store.costs(recs)
         viol = obj.violation(y, costs).sum(axis=1)
         # candidates below the accuracy floor are not worth a final QAT (unless none is above)
         floor = self.s.final_min_accuracy
@@ -463,35 +340,36 @@ class Search:
         self._say(f"verifying {len(cand)} front candidates with the final QAT "
                   f"({self.ctx.evaluator.qat.final_steps} steps) and the test split")
         all_recs = self.store.records()
-        all_costs = obj.costs(np.stack([r.genome for r in all_recs])) if all_recs else {}
-        prior = []
-        for i, r in enumerate(all_recs):
-            prior.append({
-                "id": f"t{r.number}", "method": f"evomp-{self.engine_name}",
-                "fidelity": r.fidelity, "genome_hash": r.genome_hash,
-                "val_accuracy": r.val_accuracy, "ptq_accuracy": r.ptq_accuracy,
-                "test_accuracy": None, "failed": r.failed, "reason": r.attrs.get("reason", ""),
-                "seconds": r.attrs.get("seconds"), "cpu_seconds": r.attrs.get("cpu_seconds"),
-                "round": r.attrs.get("round"), "source": r.attrs.get("source"),
-                "predicted_accuracy": r.attrs.get("predicted_accuracy"),
-                "predicted_std": r.attrs.get("predicted_std"),
-                **{k: float(v[i]) for k, v in all_costs.items()},
-            })
+        all_costs = self.store.costs(all_recs)
+        method = f"evomp-{self.parts.engine_name}"
+        prior = [{
+            "id": f"t{r.number}", "method": method, "fidelity": r.fidelity,
+            "genome_hash": r.genome_hash, "val_accuracy": r.val_accuracy,
+            "ptq_accuracy": r.ptq_accuracy, "test_accuracy": None, "failed": r.failed,
+            "reason": r.reason, "seconds": r.seconds, "cpu_seconds": r.cpu_seconds,
+            "round": r.round, "source": r.source, "predicted_accuracy": r.predicted_accuracy,
+            "predicted_std": r.predicted_std, **{k: float(v[i]) for k, v in all_costs.items()},
+        } for i, r in enumerate(all_recs)]
+        url, _ = self.run_dir.read_storage_note()
         with backend_context(self.scheduler) as backend:
             front = finish_run(
-                self.ctx, obj, X[cand], method=f"evomp-{self.engine_name}", clock=self.clock,
+                self.ctx, obj, X[cand], method=method, clock=self.clock,
                 jobs=self.jobs, backend=backend, prior_evaluations=prior,
                 progress=self.progress,
-                info={"engine": self.engine_name,
-                      "sampler": self.sampler_name if self.engine_name == "optuna" else None,
-                      "algorithm": self.s.algorithm if self.engine_name == "pymoo" else None,
+                info={"engine": self.parts.engine_name,
+                      "sampler": self.parts.sampler_name if self.parts.engine_name == "optuna"
+                      else None,
+                      "algorithm": self.s.algorithm if self.parts.engine_name == "pymoo"
+                      else None,
                       "rounds": round_, "budget": self.budget, "surrogate": self.s.surrogate,
-                      "storage": (self.out / "storage.txt").read_text().splitlines()[0]},
+                      "storage": url or f"journal file: {self.run_dir.journal}"},
             )
-        self._save_progress(round=round_, cpu_seconds=self.clock.seconds, verified=True)
+        self.run_dir.update_progress(round=round_, cpu_seconds=self.clock.seconds,
+                                     verified=True)
         return front
 
     def _say(self, msg: str) -> None:
         log.info(msg)
         if self.progress:
             print(msg, flush=True)
+

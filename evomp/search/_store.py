@@ -17,7 +17,7 @@ import logging
 import random
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -37,7 +37,23 @@ log = logging.getLogger("evomp")
 
 @dataclass(frozen=True)
 class Record:
-    """One stored true evaluation."""
+    """One stored true evaluation, decoded once from its trial.
+
+    Attributes:
+        number: the trial number.
+        genome: ``(n_genes,)`` int8.
+        genome_hash / fidelity: the evaluation's key.
+        val_accuracy: measured validation accuracy (NaN when failed).
+        ptq_accuracy: validation accuracy right after quantization.
+        failed / reason: whether (and why) the evaluation failed.
+        seconds / cpu_seconds: wall and CPU time of the evaluation.
+        round: search round (0 = initial design; -1 = a worker's own proposal).
+        slot: row within its batch (the canonical training order), or None.
+        source: ``"initial"``, ``"round"`` or ``"worker"``.
+        predicted_accuracy / predicted_std: the surrogate's prediction made before the
+            candidate was trained (round candidates only), else None.
+        costs: ``{metric: value}`` hardware costs stored with the trial.
+    """
 
     number: int
     genome: np.ndarray
@@ -46,7 +62,29 @@ class Record:
     val_accuracy: float
     ptq_accuracy: float
     failed: bool
-    attrs: dict[str, Any]
+    reason: str = ""
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    round: int | None = None
+    slot: int | None = None
+    source: str = ""
+    predicted_accuracy: float | None = None
+    predicted_std: float | None = None
+    costs: Mapping[str, float] = field(default_factory=dict)
+
+    def result(self) -> EvalResult:
+        """The evaluation as an :class:`~evomp.evaluation.EvalResult` (no test score)."""
+        return EvalResult(self.genome_hash, self.fidelity, self.val_accuracy,
+                          self.ptq_accuracy, None, float("nan"), self.seconds, self.failed,
+                          self.reason, self.cpu_seconds)
+
+
+def _opt_float(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+def _opt_int(v: Any) -> int | None:
+    return None if v is None else int(v)
 
 
 class Store:
@@ -97,6 +135,7 @@ class Store:
                 "use another --out or --storage"
             )
         self.objectives = objectives
+        self._decoded: dict[int, Record | None] = {}
 
     # -------------------------------------------------------------- writing
     def values_and_constraints(
@@ -159,21 +198,46 @@ class Store:
 
     # -------------------------------------------------------------- reading
     def records(self, fidelity: str = "short") -> list[Record]:
-        """Every stored evaluation at ``fidelity`` (completed and failed), in trial order."""
-        out = []
+        """Every stored evaluation at ``fidelity`` (completed and failed), in trial order.
+
+        Each finished trial is decoded once and kept: a call reads the study's trials
+        (Optuna's storages cache finished ones) and decodes only those it has not seen.
+        """
         trials = self.study.get_trials(deepcopy=False,
                                        states=(TrialState.COMPLETE, TrialState.FAIL))
+        i_acc = self.objectives.names.index("accuracy")
         for t in trials:
+            if t.number in self._decoded:
+                continue
             ua = t.user_attrs
-            if "genome" not in ua or ua.get("fidelity") != fidelity:
+            if "genome" not in ua or "fidelity" not in ua:
+                self._decoded[t.number] = None
                 continue
             failed = t.state == TrialState.FAIL
-            i_acc = self.objectives.names.index("accuracy")
-            acc = float("nan") if failed else float(t.values[i_acc])
-            out.append(Record(t.number, genome_from_hex(ua["genome"]), ua["genome_hash"],
-                              ua["fidelity"], acc, float(ua.get("ptq_accuracy", np.nan)), failed,
-                              dict(ua)))
-        return out
+            self._decoded[t.number] = Record(
+                number=t.number, genome=genome_from_hex(ua["genome"]),
+                genome_hash=ua["genome_hash"], fidelity=ua["fidelity"],
+                val_accuracy=float("nan") if failed else float(t.values[i_acc]),
+                ptq_accuracy=float(ua.get("ptq_accuracy", np.nan)), failed=failed,
+                reason=str(ua.get("reason", "")), seconds=float(ua.get("seconds", 0.0)),
+                cpu_seconds=float(ua.get("cpu_seconds", 0.0)), round=_opt_int(ua.get("round")),
+                slot=_opt_int(ua.get("slot")), source=str(ua.get("source", "")),
+                predicted_accuracy=_opt_float(ua.get("predicted_accuracy")),
+                predicted_std=_opt_float(ua.get("predicted_std")),
+                costs={k[2:]: float(v) for k, v in ua.items() if k.startswith("m.")},
+            )
+        return [r for t in trials if (r := self._decoded[t.number]) is not None
+                and r.fidelity == fidelity]
 
-    def n_true(self) -> int:
-        return len(self.records())
+    def n_true(self, fidelity: str = "short") -> int:
+        return len(self.records(fidelity))
+
+    def costs(self, records: list[Record]) -> dict[str, np.ndarray]:
+        """``{metric: (n,)}`` hardware costs of ``records``, read back from their trials;
+        computed only for records stored without some metric (an older study)."""
+        metrics = self.objectives.metrics
+        if not records:
+            return {m: np.zeros(0) for m in metrics}
+        if any(not all(m in r.costs for m in metrics) for r in records):
+            return self.objectives.costs(np.stack([r.genome for r in records]))
+        return {m: np.array([r.costs[m] for r in records], dtype=float) for m in metrics}

@@ -20,9 +20,9 @@ import optuna
 from optuna.trial import TrialState
 
 from evomp.engines import CompactEncoding, distributions, make_sampler
-from evomp.evaluation import channel_importance, run_profile
 from evomp.objectives import Objectives
-from evomp.run import RunContext, open_storage
+from evomp.run import RunContext
+from evomp.search._parts import SearchParts, build_parts
 from evomp.search._store import Store
 from evomp.space import genome_hash, repair_all_pruned
 
@@ -94,28 +94,37 @@ def _recorded(study: optuna.Study, h: str) -> int | None:
 
 def run_worker(ctx: RunContext, storage_url: str, budget: int | None = None,
                sampler: str | None = None, max_trials: int | None = None,
-               progress: bool = True) -> dict[str, Any]:
+               progress: bool = True, parts: SearchParts | None = None) -> dict[str, Any]:
     """Evaluate candidates of the shared study until it holds ``budget`` evaluations.
+
+    Args:
+        ctx: the run context of this worker.
+        storage_url: the shared study's database URL.
+        budget: stop once the study holds this many evaluations (default ``search.budget``).
+        sampler: the Optuna sampler this worker asks (default ``search.sampler``).
+        max_trials: stop after this many trials of this worker (None = no limit).
+        progress: print a line per trial.
+        parts: the search's parts (default: :func:`build_parts` on ``ctx``).
 
     Returns:
         Counts of what this worker did: ``evaluated``, ``duplicates``, ``failed``.
     """
     s = ctx.spec.search
     budget = budget or s.budget
-    objectives = Objectives(ctx.space.table, s.objectives, s.constraints, s.hardware, ctx.spec.hw)
-    profile = run_profile(ctx, s.sensitivity, s.probes)
-    enc = CompactEncoding(ctx.space.table, channel_importance(profile, ctx.space.table))
+    if parts is None:
+        parts = build_parts(ctx, engine="optuna", sampler=sampler, storage=storage_url)
     # each worker seeds its sampler differently so they do not all propose the same points
     seed = ctx.spec.seed * 1000 + (hash((time.time_ns(), id(ctx))) % 1000)
-    store = Store(open_storage(storage_url, ctx.out), ctx.spec.name, objectives,
-                  make_sampler(sampler or s.sampler, seed, s.population))
+    store = parts.store
     study = store.study
+    study.sampler = make_sampler(sampler or s.sampler, seed, s.population)
+    enc = parts.encoding
     dists = distributions(enc)
     claims = Claims(storage_url, ctx.spec.name)
     counts = {"evaluated": 0, "duplicates": 0, "failed": 0}
     try:
-        _loop(ctx, study, store, objectives, enc, dists, claims, budget, max_trials, counts,
-              progress)
+        _loop(ctx, study, store, parts.objectives, enc, dists, claims, budget, max_trials,
+              counts, progress)
     finally:
         claims.close()
     return counts

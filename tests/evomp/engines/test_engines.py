@@ -136,7 +136,7 @@ def test_pymoo_engine_spreads_and_checkpoints(tmp_path: Path, rng) -> None:
     enc = CompactEncoding(t, rng.random(t.n_channels))
     ck = tmp_path / "state.npz"
     e = PymooEngine(t, enc, 2, 0, "nsga2", pop_size=16, seed=0, checkpoint=ck)
-    P = e.propose(_toy_objective(t), 5)
+    P = e.propose(_toy_objective(t), 5).genomes
     assert P.shape == (16, t.n_genes) and ck.is_file() and e.generation == 5
     mem = _mem(t, P)
     assert mem.max() / max(mem.min(), 1) > 3  # the front spans memory
@@ -151,8 +151,8 @@ def test_pymoo_engine_spreads_and_checkpoints(tmp_path: Path, rng) -> None:
 def test_pymoo_engine_is_reproducible(rng) -> None:
     t = _table()
     enc = CompactEncoding(t, np.linspace(0, 1, t.n_channels))
-    a = PymooEngine(t, enc, 2, pop_size=12, seed=3).propose(_toy_objective(t), 3)
-    b = PymooEngine(t, enc, 2, pop_size=12, seed=3).propose(_toy_objective(t), 3)
+    a = PymooEngine(t, enc, 2, pop_size=12, seed=3).propose(_toy_objective(t), 3).genomes
+    b = PymooEngine(t, enc, 2, pop_size=12, seed=3).propose(_toy_objective(t), 3).genomes
     np.testing.assert_array_equal(a, b)
 
 
@@ -161,7 +161,7 @@ def test_optuna_engine_samplers(sampler: str, rng) -> None:
     t = _table()
     enc = CompactEncoding(t, rng.random(t.n_channels))
     e = OptunaEngine(enc, 2, sampler, trials=24 if sampler != "gp" else 12, population=8)
-    G = e.propose(_toy_objective(t), 0)
+    G = e.propose(_toy_objective(t), 0).genomes
     t.check_genomes(G)
     assert len(e.last_params) >= 1
     F, _ = _toy_objective(t)(G)
@@ -232,7 +232,7 @@ def test_pymoo_engine_with_free_bits_repair(rng) -> None:
         return np.stack([np.exp(-_mem(t, G) / 1000.0), lat], 1), np.zeros((len(G), 0))
 
     e = PymooEngine(t, enc, 2, pop_size=12, seed=0, repair=FreeBitsRepair(t, pulp))
-    P = e.propose(lat_obj, 3)
+    P = e.propose(lat_obj, 3).genomes
     np.testing.assert_array_equal(refine(t, P.astype(np.int64), pulp), P)  # already refined
 
 
@@ -262,7 +262,7 @@ def test_optuna_engine_injects_and_survives_no_feasible_trial(rng) -> None:
         m = _mem(t, G)
         return np.stack([m, -m], 1), (m[:, None] + 1.0)  # every trial violates
 
-    G = e.propose(infeasible, 1, inject=front)
+    G = e.propose(infeasible, 1, inject=front).genomes
     assert 0 < len(G) <= 6
     # the least infeasible = smallest memory among the trials; injected genomes were tried
     assert _mem(t, G).min() <= _mem(t, front).min()
