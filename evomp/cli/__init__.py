@@ -4,8 +4,10 @@ exposes ``register(subparsers)``; this module only assembles them."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -38,7 +40,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _torch_write_failed(e: RuntimeError) -> bool:
+    """Whether ``e`` is torch.save's report of a failed write (disk full, file-size limit):
+    PyTorch's zip writer raises RuntimeError without the OS error."""
+    text = str(e)
+    return "inline_container" in text or "PytorchStreamWriter" in text or \
+        "file write failed" in text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    # past the file-size limit (ulimit -f) a write then fails with EFBIG, reported as one
+    # clear error, instead of the kernel's SIGXFSZ killing the process mid-write
+    if hasattr(signal, "SIGXFSZ"):
+        with contextlib.suppress(ValueError):  # not the main thread: leave it as it is
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -56,6 +71,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 128 + 13
+    except OSError as e:  # a full disk, a read-only directory, ...: one line, no traceback
+        from evomp.run import os_error
+
+        print(f"evomp: error: {os_error(e)}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        if not _torch_write_failed(e):
+            raise
+        print("evomp: error: no space left on device (or the file-size limit, ulimit -f, was "
+              "reached) while writing a model file; free space and run the same command "
+              f"again: nothing recorded is lost ({e})", file=sys.stderr)
+        return 2
     return int(rc or 0)
 
 

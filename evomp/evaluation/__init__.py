@@ -11,13 +11,12 @@ from evomp.evaluation._parallel import (
     threads_per_worker,
     usable_cores,
 )
-from evomp.evaluation._sensitivity import PROFILE_FILE, channel_importance, run_profile
+from evomp.evaluation._sensitivity import channel_importance, run_profile
 
 __all__ = [
     "EvalResult",
     "Evaluator",
     "FIDELITIES",
-    "PROFILE_FILE",
     "backend_context",
     "channel_importance",
     "evaluate_parallel",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -168,9 +170,7 @@ class Evaluator:
         """Cache a result (and append it to ``cache_file``, one JSON line, flushed)."""
         self.cache[(r.genome_hash, r.fidelity)] = r
         if self.cache_file:
-            self.cache_file.parent.mkdir(parents=True, exist_ok=True)
-            with self.cache_file.open("a") as f:
-                f.write(json.dumps(r.to_dict()) + "\n")
+            _append_line(self.cache_file, json.dumps(r.to_dict()))
 
     def model_for(self, genome: np.ndarray, fidelity: str = "final", seed: int | None = None
                   ) -> QuantModel:
@@ -233,3 +233,28 @@ def evaluate_uniform(
         g = evaluator.space.uniform(w, a)
         out.append((f"w{w}a{a}-{fid}", evaluator.evaluate(g, fid, with_test=True)[0]))
     return out
+
+
+def _append_line(path: Path, line: str) -> None:
+    """Append one JSON line to ``path``: after a torn last line (a crash mid-write) on a line
+    of its own; a write that fails (disk full, file-size limit) is cut back off, so the
+    file holds only whole lines, and raised as ``OSError`` naming ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(path, "ab", buffering=0) as f:
+            size = f.seek(0, os.SEEK_END)
+            sep = b""
+            if size:
+                with open(path, "rb") as r:
+                    r.seek(size - 1)
+                    sep = b"" if r.read(1) == b"\n" else b"\n"
+            view = memoryview(sep + line.encode() + b"\n")
+            try:
+                while view:
+                    view = view[f.write(view) or 0:]
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.truncate(path, size)
+                raise
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(path)) from e

@@ -12,26 +12,33 @@ import torch
 from evomp.quant import fake_quant_act, fake_quant_weight
 from evomp.tasks import batches
 
-__all__ = ["run_profile", "PROFILE_FILE", "channel_importance"]
+__all__ = ["run_profile", "channel_importance"]
 
 log = logging.getLogger("evomp")
-PROFILE_FILE = "sensitivity.npz"
 
 
 def _layers(ctx: Any) -> list[tuple[str, torch.nn.Module]]:
     return [(n, ctx.model.get_submodule(n)) for n in ctx.space.layer_names]
 
 
-def run_profile(ctx: Any, method: str = "hutchinson", probes: int = 16, n_batches: int = 4
-                ) -> Any:
-    """Load ``sensitivity.npz`` from the run directory, or compute and save it.
+def run_profile(ctx: Any, method: str = "hutchinson", probes: int = 16, n_batches: int = 4,
+                path: str | Path | None = None) -> Any:
+    """Load the run's sensitivity profile, or compute and save it.
 
     A saved profile that does not match the model and data is an error (never silently
     recomputed over: delete the file to recompute).
+
+    Args:
+        ctx: the run context (model, task, space, spec).
+        method / probes / n_batches: how the profile is computed.
+        path: the profile file (default: the run directory's, ``ctx.run_dir.sensitivity``).
+
+    Raises:
+        OSError: the profile cannot be written (its ``filename`` names the file).
     """
     import surrogates
 
-    path = Path(ctx.out) / PROFILE_FILE
+    path = Path(path) if path is not None else Path(ctx.run_dir.sensitivity)
     model = ctx.model
     train = ctx.task.train
     if isinstance(train, torch.utils.data.DataLoader) and \
@@ -65,7 +72,10 @@ def run_profile(ctx: Any, method: str = "hutchinson", probes: int = 16, n_batche
         )
     finally:
         model.train(was)
-    prof.save(path)
+    try:
+        prof.save(path)
+    except OSError as e:  # name the file (np.savez's error does not)
+        raise OSError(e.errno, e.strerror, str(path)) from e
     log.info("sensitivity profile (%s, %d probes) saved to %s", method, probes, path)
     return prof
 

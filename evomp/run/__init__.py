@@ -30,6 +30,7 @@ from evomp.run._rundir import (
     RunLock,
     atomic_write_bytes,
     atomic_write_text,
+    os_error,
     write_error,
     writing,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "RunLock",
     "atomic_write_bytes",
     "atomic_write_text",
+    "os_error",
     "write_error",
     "writing",
     "load_run_study",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
-import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,10 @@ from torch import nn
 
 from evomp._errors import EvompError
 from evomp.evaluation import Evaluator
+from evomp.objectives import Objectives
+from evomp.run._rundir import RunDir, RunLock, atomic_write_bytes, atomic_write_text, writing
 from evomp.run._spec import RunSpec, spec_to_toml
+from evomp.run._storage import check_storage_url, repair_journal
 from evomp.space import SearchSpace
 from evomp.tasks import (
     MODELS,
@@ -40,6 +45,8 @@ __all__ = [
     "default_out_dir",
     "checkpoint_key",
     "CACHE_FILE",
+    "check_run",
+    "check_same_run",
     "qat_config",
     "setup_logging",
     "user_model_key",
@@ -49,7 +56,7 @@ log = logging.getLogger("evomp")
 
 #: every true evaluation of a run directory, one JSON line each, appended as it finishes
 #: (what lets a killed run resume without retraining, the final QATs included)
-CACHE_FILE = "evaluations.jsonl"
+CACHE_FILE = RunDir(".").evaluations_jsonl.name
 
 
 def build_task(spec: RunSpec) -> Task:
@@ -122,6 +129,20 @@ class RunContext:
     evaluator: Evaluator
     device: torch.device
     float_info: dict[str, Any] = field(default_factory=dict)
+    #: the directory's owner lock (None: not held, e.g. a worker sharing the directory)
+    owner: RunLock | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def run_dir(self) -> RunDir:
+        """The run directory (its files by name)."""
+        return RunDir(self.out)
+
+    def close(self) -> None:
+        """Give up the directory's owner lock (also done when the context is freed or the
+        process ends)."""
+        if self.owner is not None:
+            self.owner.release()
+            self.owner = None
 
     def qat_config(self) -> QATConfig:
         return qat_config(self.spec)
@@ -132,61 +153,134 @@ def qat_config(spec: RunSpec) -> QATConfig:
     return spec.qat
 
 
+class _RunLogHandler(logging.FileHandler):
+    """The run's log file. A failed write (disk full, file-size limit) turns the file off
+    instead of printing a traceback per message: the run itself then reports the failure
+    where it matters (the record)."""
+
+    dead = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.dead:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        import sys
+
+        if isinstance(sys.exc_info()[1], OSError):
+            self.dead = True
+            with contextlib.suppress(OSError):
+                self.close()
+            return
+        super().handleError(record)
+
+
 def setup_logging(out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
+    """Send the ``evomp`` logger's INFO messages to the run directory's ``run.log``.
+
+    Raises:
+        EvompError: the directory cannot be written (read-only, full).
+    """
+    rd = RunDir(out)
+    with writing(rd.path):
+        rd.path.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger("evomp")
     root.setLevel(logging.INFO)
-    target = str((out / "run.log").resolve())
+    target = str(rd.run_log.resolve())
     if not any(getattr(h, "baseFilename", None) == target for h in root.handlers):
-        fh = logging.FileHandler(target)
+        with writing(rd.run_log):
+            fh = _RunLogHandler(target)
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         root.addHandler(fh)
 
 
+def check_run(spec: RunSpec, task: Task, storage: str | None = None) -> SearchSpace:
+    """Validate what can be validated before anything is written or trained: the task's
+    data (by building it), pin and exclude names against the traced model (a fresh,
+    untrained one), the objectives, constraints and hardware parameters (by building the
+    run's :class:`~evomp.objectives.Objectives`) and a database URL.
+
+    Returns:
+        The space of the fresh model (same layers as the trained one's).
+
+    Raises:
+        EvompError: the first thing that is wrong, saying what to fix.
+    """
+    if storage:
+        check_storage_url(storage)
+    with torch.random.fork_rng(devices=[]):  # the run's random stream is left as it was
+        space = build_space(spec, None, task)
+    s = spec.search
+    Objectives(space.table, s.objectives, s.constraints, s.hardware, spec.hw)
+    return space
+
+
 def open_run(spec: RunSpec, out: str | Path | None = None, threads: int | None = None,
-             progress: bool = False) -> RunContext:
+             progress: bool = False, *, lock: bool = True, storage: str | None = None,
+             say: Callable[[str], None] | None = None) -> RunContext:
     """Create or reopen the run directory, pretrain (or load) the float model, build parts.
 
-    Writes ``spec.toml`` (the resolved spec) and ``float.pt``; refuses to reuse a directory
-    whose saved spec names another task or space, so nothing saved is overwritten.
+    Everything that can be checked is checked first (:func:`check_run`,
+    :func:`check_same_run`); only then are ``spec.toml`` (the resolved spec, atomically),
+    ``float.pt`` and ``space.json`` written, so a refused run changes nothing.
+
+    Args:
+        spec: the run's spec.
+        out: the run directory (default ``runs/<name>``).
+        threads: torch threads (default: the spec's).
+        progress: print messages and progress bars.
+        lock: hold the directory's owner lock (:meth:`RunDir.acquire`) for the context's
+            life; ``evomp worker``, which shares a directory on purpose, passes False.
+        storage: the run's database URL, validated before anything is written.
+        say: where messages go besides the log (default: printed when ``progress``).
+
+    Raises:
+        EvompError: a bad spec, task, pin, exclude, hardware parameter or URL; another
+            process owns the directory; the directory holds a run of other settings.
     """
-    out_dir = Path(out) if out else default_out_dir(spec)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    setup_logging(out_dir)
-    _check_same_run(spec, out_dir)
-    (out_dir / "spec.toml").write_text(spec_to_toml(spec))
+    rd = RunDir(out if out else default_out_dir(spec))
+    out_dir = rd.path
+    tell = say or (print if progress else None)
     n = set_threads(threads if threads is not None else (spec.threads or None))
     device = resolve_device(spec.device)
     torch.manual_seed(spec.seed)
     task = build_task(spec)
+    check_run(spec, task, storage)
+    owner = rd.acquire() if lock else None
+    check_same_run(spec, rd.path)
+    setup_logging(out_dir)
+    repair_journal(rd.journal, tell)
+    atomic_write_text(rd.spec, spec_to_toml(spec))
+    p = spec.pretrain
     t0 = time.perf_counter()
-    cfg: TrainConfig = spec.pretrain  # the spec's [pretrain] (its seed is the run's)
+    cfg = TrainConfig(p.epochs, p.lr, p.batch_size, p.weight_decay, spec.seed)
     # the float model is shared by every run of the same task and training settings (search
     # and baselines start from the same weights); each run directory keeps its own copy
     key = float_cache_key(task, cfg)
     shared = out_dir.parent / ".cache" / f"float-{key}.pt"
-    own = out_dir / "float.pt"
+    own = rd.float_model
     own_key = checkpoint_key(own)
     if own_key is not None and own_key != key and \
-            any((out_dir / f).is_file() for f in ("study.journal", CACHE_FILE, "front.csv")):
+            any(f.is_file() for f in (rd.journal, rd.evaluations_jsonl, rd.front_csv)):
         raise EvompError(
             f"{out_dir} holds evaluations of another float model (its float.pt was trained "
             "on other data or settings); pass --out to start this run elsewhere (nothing was "
             "changed)"
         )
     if own_key == key and not shared.is_file():
-        shared.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(own, shared)
+        with writing(shared.parent):
+            shared.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(shared, own.read_bytes())
     model, info = pretrain(task, cfg, cache_path=shared, device=device, progress=progress)
     if own_key != key:  # a new run, or a run directory's stale copy
-        shutil.copyfile(shared, own)
+        atomic_write_bytes(own, shared.read_bytes())
     log.info("float model %s (%.1fs, threads=%d, device=%s)", info, time.perf_counter() - t0, n,
              device)
     space = build_space(spec, model, task)
-    (out_dir / "space.json").write_text(space.table.to_json())
+    atomic_write_text(rd.space, space.table.to_json())
     evaluator = Evaluator(task, space, model, qat_config(spec), device=device,
-                          cache_file=out_dir / CACHE_FILE)
-    return RunContext(spec, out_dir, task, model, space, evaluator, device, info)
+                          cache_file=rd.evaluations_jsonl)
+    return RunContext(spec, out_dir, task, model, space, evaluator, device, info, owner)
 
 
 def user_model_key(model: nn.Module, task: Task) -> str:
@@ -217,56 +311,93 @@ def make_context(
     spec: RunSpec,
     out: str | Path,
     device: str | torch.device = "cpu",
+    *,
+    lock: bool = True,
 ) -> RunContext:
     """A run context from Python objects: a user's task (any ``nn.Module`` with
     DataLoaders or tensors) and an already-trained float model, instead of a spec's
     built-in task. ``spec`` supplies the QAT, search and hardware settings (its ``task``
     and ``pretrain`` tables are not used).
+
+    The directory's owner lock is held for the context's life unless ``lock`` is False;
+    nothing is written before the checks pass (see :func:`open_run`).
     """
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    setup_logging(out_dir)
-    _check_same_run(spec, out_dir)
-    (out_dir / "spec.toml").write_text(spec_to_toml(spec))
-    (out_dir / "space.json").write_text(space.table.to_json())
+    rd = RunDir(out)
+    out_dir = rd.path
+    s = spec.search
+    Objectives(space.table, s.objectives, s.constraints, s.hardware, spec.hw)
+    owner = rd.acquire() if lock else None
+    check_same_run(spec, out_dir)
     dev = resolve_device(device)
     model = model.to(dev)
     key = user_model_key(model, task)
-    old = checkpoint_key(out_dir / "float.pt")
+    old = checkpoint_key(rd.float_model)
     if old is not None and old != key:
         raise EvompError(
             f"{out_dir} holds a run of another model or data (its float.pt differs); pass "
             "another out directory (nothing was changed)"
         )
-    torch.save({"key": key, "state_dict": model.state_dict(), "info": {}},
-               out_dir / "float.pt")
+    setup_logging(out_dir)
+    repair_journal(rd.journal)
+    atomic_write_text(rd.spec, spec_to_toml(spec))
+    atomic_write_text(rd.space, space.table.to_json())
+    buf = io.BytesIO()
+    torch.save({"key": key, "state_dict": model.state_dict(), "info": {}}, buf)
+    atomic_write_bytes(rd.float_model, buf.getvalue())
     evaluator = Evaluator(task, space, model, qat_config(spec), device=dev,
-                          cache_file=out_dir / CACHE_FILE)
+                          cache_file=rd.evaluations_jsonl)
     from evomp.tasks import evaluate_model
 
     val, _ = evaluate_model(model, task, task.val, dev)
     test, _ = evaluate_model(model, task, task.test, dev)
     info = {"val_accuracy": val, "test_accuracy": test, "seconds": 0.0, "cached": True}
-    return RunContext(spec, out_dir, task, model, space, evaluator, dev, info)
+    return RunContext(spec, out_dir, task, model, space, evaluator, dev, info, owner)
 
 
-def _check_same_run(spec: RunSpec, out_dir: Path) -> None:
-    saved = out_dir / "spec.toml"
+def check_same_run(spec: RunSpec, out_dir: str | Path) -> None:
+    """Refuse to reuse ``out_dir`` for a run its saved ``spec.toml`` did not make.
+
+    Evaluations made with another task, space, seed, pretraining or QAT would not be
+    comparable; other objectives need another study; another ``name`` would start a second
+    study in the same record. A saved spec that is empty or not a valid spec is refused
+    too (it can no longer say which settings made the evaluations).
+
+    Raises:
+        EvompError: what differs and what to do; nothing was changed.
+    """
+    rd = RunDir(out_dir)
+    saved = rd.spec
     if not saved.is_file():
         return
     from evomp.run._spec import load_spec
 
+    elsewhere = "pass --out to write this run elsewhere (nothing was changed)"
     try:
+        text = saved.read_text()
+        if not text.strip():
+            raise EvompError("it is empty")
         old = load_spec(saved)
-    except EvompError:
-        return
+    except (EvompError, OSError, UnicodeDecodeError, ValueError) as e:
+        raise EvompError(
+            f"{saved} is damaged ({e}), so it no longer says which settings made the "
+            f"evaluations in {rd.path}; restore it (or, if the directory holds no evaluations "
+            f"yet, delete it), or {elsewhere}") from None
     changed = [k for k in ("task", "space", "seed", "pretrain", "qat")
                if getattr(old, k) != getattr(spec, k)]
     if changed:
         raise EvompError(
-            f"{out_dir} holds a run made with other {', '.join(changed)} settings (its "
-            "evaluations would not be comparable); pass --out to write this run elsewhere "
-            "(nothing was changed)"
+            f"{rd.path} holds a run made with other {', '.join(changed)} settings (its "
+            f"evaluations would not be comparable); {elsewhere}"
+        )
+    if list(old.search.objectives) != list(spec.search.objectives):
+        raise EvompError(
+            f"{rd.path} holds a run with objectives {list(old.search.objectives)}, not "
+            f"{list(spec.search.objectives)}; {elsewhere}"
+        )
+    if old.name != spec.name:
+        raise EvompError(
+            f"{rd.path} holds the run {old.name!r}; a spec named {spec.name!r} would start a "
+            f"second study in its record: set name = {old.name!r} to resume it, or {elsewhere}"
         )
 
 

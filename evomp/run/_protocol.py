@@ -21,7 +21,7 @@ feasible non-dominated ones and writes the run directory:
 from __future__ import annotations
 
 import csv
-import json
+import io
 import resource
 import time
 from collections.abc import Sequence
@@ -33,6 +33,7 @@ import numpy as np
 
 from evomp.evaluation import EvalResult, evaluate_parallel
 from evomp.objectives import Objectives, nondominated
+from evomp.run._rundir import RunDir, atomic_write_text
 from evomp.space import genome_hash, genome_to_hex
 
 __all__ = [
@@ -94,22 +95,21 @@ def _result_row(r: EvalResult, method: str, gid: str, costs: dict[str, float]) -
     return d
 
 
-def write_evaluations(out: Path, rows: Sequence[dict[str, Any]]) -> None:
-    """(Over)write ``evaluations.csv`` with ``rows`` (atomic replace)."""
+def write_evaluations(out: str | Path, rows: Sequence[dict[str, Any]]) -> None:
+    """(Over)write ``evaluations.csv`` of the run directory ``out`` with ``rows`` (atomic)."""
     cols = list(EVAL_COLUMNS)
     for r in rows:
         cols += [k for k in r if k not in cols]
-    _write_csv(out / "evaluations.csv", cols, rows)
+    _write_csv(RunDir(out).evaluations_csv, cols, rows)
 
 
 def _write_csv(path: Path, cols: list[str], rows: Sequence[dict[str, Any]]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: _fmt(r.get(k)) for k in cols})
-    tmp.replace(path)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: _fmt(r.get(k)) for k in cols})
+    atomic_write_text(path, buf.getvalue())
 
 
 def _fmt(v: Any) -> Any:
@@ -118,12 +118,6 @@ def _fmt(v: Any) -> Any:
     if v is None:
         return ""
     return v
-
-
-def _atomic_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    tmp.replace(path)
 
 
 def finish_run(
@@ -157,13 +151,14 @@ def finish_run(
         The front. If no candidate is feasible the front holds the least infeasible ones
         and ``feasible`` is False (``run.json`` says so).
     """
-    out = Path(ctx.out)
+    rd = RunDir(ctx.out)
+    out = rd.path
     g = ctx.space.check(genomes)
     _, first = np.unique([genome_hash(r) for r in g], return_index=True)
     g = g[np.sort(first)]
     results, wcpu = evaluate_parallel(
         ctx.evaluator, g, "final", jobs=jobs, backend=backend, with_test=True,
-        save_dir=out / "models", progress=progress and "final QAT",
+        save_dir=rd.models, progress=progress and "final QAT",
     )
     clock.add_workers(wcpu)
     costs = objectives.costs(g)
@@ -204,7 +199,7 @@ def finish_run(
             "bits": cfg.to_dict(),
             "genome": genome_to_hex(g[i]),
             "genome_hash": r.genome_hash,
-            "model": f"models/{r.genome_hash}-final.pt",
+            "model": rd.model(r.genome_hash, "final").relative_to(out).as_posix(),
             "val_accuracy": r.val_accuracy,
             "test_accuracy": r.test_accuracy,
             **{m: float(costs[m][i]) for m in metric_names},
@@ -212,8 +207,8 @@ def finish_run(
     cols = ["id", "val_accuracy", "test_accuracy", "ptq_accuracy", "genome_hash"] + metric_names
     if not ok:
         cols.append("violation")
-    _write_csv(out / "front.csv", cols, rows)
-    _atomic_json(out / "front.json", members)
+    _write_csv(rd.front_csv, cols, rows)
+    rd.write_json(rd.front_json, members)
     final_rows = [
         _result_row(r, method, f"final-{k}", {m: float(costs[m][k]) for m in metric_names})
         for k, r in enumerate(results)
@@ -237,22 +232,11 @@ def finish_run(
         "seed": ctx.spec.seed,
     }
     meta.update(info or {})
-    _atomic_json(out / "run.json", meta)
+    rd.write_json(rd.run_json, meta)
     return FrontResult(rows, ok, out, evaluations)
 
 
 def read_front(run_dir: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """``(front.csv rows with numbers parsed, front.json members)`` of a run directory."""
-    d = Path(run_dir)
-    with (d / "front.csv").open() as f:
-        rows = []
-        for r in csv.DictReader(f):
-            parsed: dict[str, Any] = {}
-            for k, v in r.items():
-                try:
-                    parsed[k] = float(v) if k not in ("id", "genome_hash") and v != "" else v
-                except ValueError:
-                    parsed[k] = v
-            rows.append(parsed)
-    members = json.loads((d / "front.json").read_text())
-    return rows, members
+    """``(front.csv rows with numbers parsed, front.json members)`` of a run directory
+    (:meth:`RunDir.read_front`: a damaged front is one clear error)."""
+    return RunDir(run_dir).read_front()

@@ -17,6 +17,7 @@ import io
 import json
 import os
 import socket
+import weakref
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ __all__ = [
     "RunLock",
     "atomic_write_text",
     "atomic_write_bytes",
+    "os_error",
     "write_error",
     "writing",
 ]
@@ -54,6 +56,18 @@ def write_error(path: str | Path, e: OSError) -> EvompError:
         return EvompError(f"cannot write {path}: {e.strerror or e} (a read-only directory or "
                           "file system?); choose a writable place (nothing was changed)")
     return EvompError(f"cannot write {path}: {e.strerror or e}")
+
+
+def os_error(e: OSError) -> EvompError:
+    """One clear line for an ``OSError`` that reached the command line: a failed write
+    (:func:`write_error`) or another file-system error, naming the file."""
+    what = e.filename if e.filename is not None else "a file of the run"
+    if e.errno in _FULL or e.errno == errno.EFBIG or e.errno in (errno.EROFS,):
+        return write_error(what, e)
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return EvompError(f"permission denied: {what}; choose a place you may write to (or "
+                          "read from)")
+    return EvompError(f"{what}: {e.strerror or e}")
 
 
 @contextlib.contextmanager
@@ -111,26 +125,52 @@ def _cell(k: str | None, v: str | None) -> Any:
         return v
 
 
+class _Held:
+    """An open, flock-ed lock file; closing it (when the last :class:`RunLock` sharing it
+    is freed) gives the lock up."""
+
+    def __init__(self, f: Any) -> None:
+        self.f = f
+        self.pid = os.getpid()
+
+    def close(self) -> None:
+        if self.pid == os.getpid():  # a forked child must not drop its parent's lock
+            with contextlib.suppress(OSError):
+                self.f.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
 class RunLock:
     """The advisory lock (``fcntl.flock``) that makes one process the owner of a run
-    directory; the lock file holds the owner's host and pid. Held until :meth:`release` or
-    the process ends (the kernel drops it then, even after SIGKILL).
+    directory; the lock file holds the owner's host and pid.
+
+    Held until :meth:`release`, until every ``RunLock`` of the directory in this process
+    is freed, or until the process ends (the kernel drops it then, even after SIGKILL).
+    Opening the same directory again in the owning process (a resume from Python) shares
+    the lock instead of refusing.
+
+    Args:
+        path: the lock file.
+
+    Raises:
+        EvompError: another process holds it (naming its host and pid).
     """
 
-    #: locks this process holds, by resolved lock-file path: re-opening a run directory
-    #: in the same process (a resume from Python) shares the lock instead of refusing
-    _held: dict[str, tuple[Any, int]] = {}
+    _held: weakref.WeakValueDictionary[str, _Held] = weakref.WeakValueDictionary()
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._key = str(self.path.resolve())
-        self._released = False
-        held = RunLock._held.get(self._key)
-        if held is not None and held[1] == os.getpid():
+        key = str(self.path.resolve())
+        held = RunLock._held.get(key)
+        if held is not None and held.pid == os.getpid() and not held.f.closed:
+            self._h: _Held | None = held
             return
         try:
             import fcntl
         except ImportError:  # pragma: no cover - not POSIX: no lock
+            self._h = None
             return
         with writing(self.path):
             f = open(self.path, "a+")
@@ -152,13 +192,19 @@ class RunLock:
             f.truncate()
             f.write(f"{socket.gethostname()} {os.getpid()}\n")
             f.flush()
-        RunLock._held[self._key] = (f, os.getpid())
+        self._h = _Held(f)
+        RunLock._held[key] = self._h
+
+    @property
+    def held(self) -> bool:
+        """Whether this process still holds the lock through this object."""
+        return self._h is not None and not self._h.f.closed
 
     def release(self) -> None:
-        """Give the directory up (idempotent)."""
-        held = RunLock._held.pop(self._key, None)
-        if held is not None and held[1] == os.getpid():
-            held[0].close()
+        """Give the directory up now (for every sharer in this process; idempotent)."""
+        if self._h is not None:
+            self._h.close()
+            self._h = None
 
 
 class RunDir:
