@@ -52,6 +52,7 @@ from evomp.baselines._registry import (
     register_method,
 )
 from evomp.engines import refine_bits
+from evomp.run import RunDir
 from hwmodels import LayerTable
 
 if TYPE_CHECKING:
@@ -87,10 +88,9 @@ def source_cpu_seconds(run_dir: Path) -> float | None:
     A refinement's front costs what the refined run cost plus the refinement; this is
     the first part.
     """
-    f = Path(run_dir) / "run.json"
     try:
-        v = json.loads(f.read_text()).get("cpu_seconds")
-    except (OSError, ValueError):
+        v = RunDir(run_dir).read_run_json().get("cpu_seconds")
+    except EvompError:
         return None
     try:
         return None if v is None else float(v)
@@ -105,24 +105,24 @@ def genomes_from_run(run_dir: Path, table: LayerTable) -> np.ndarray:
     refined in a channel-wise space); without it the genomes must fit ``table``.
     """
     from evomp.baselines._ilp import to_space
-    from evomp.run import read_front
     from evomp.space import genome_from_hex
 
-    d = Path(run_dir)
-    if not (d / "front.json").is_file():
+    rd = RunDir(run_dir)
+    d = rd.path
+    if not rd.front_json.is_file():
         raise EvompError(f"{d} has no front.json; pass a finished run directory to --from")
-    _, members = read_front(d)
+    _, members = rd.read_front()
     if not members:
         raise EvompError(f"the front of {d} is empty; nothing to refine")
     src = table
-    if (d / "space.json").is_file():
-        src = LayerTable.from_dict(json.loads((d / "space.json").read_text()))
+    if rd.space.is_file():
+        src = LayerTable.from_dict(json.loads(rd.space.read_text()))
         if [x.name for x in src.layers] != [x.name for x in table.layers]:
             raise EvompError(f"{d} holds a run of another model (layers "
                              f"{[x.name for x in src.layers]}); refine runs of this spec")
     rows = [genome_from_hex(m["genome"]) for m in members.values()]
     if any(len(r) != src.n_genes for r in rows):
-        raise EvompError(f"the genomes in {d}/front.json do not fit its space")
+        raise EvompError(f"the genomes in {rd.front_json} do not fit its space")
     return to_space(src, table, np.stack(rows))
 
 
@@ -144,8 +144,8 @@ def freebits_method(ctx: RunContext, objectives: Objectives, opts: BaselineOptio
         source = str(opts.from_dir)
         src_cpu = source_cpu_seconds(opts.from_dir)
         if src_cpu is None:
-            log.warning("freebits: %s/run.json records no cpu_seconds; this run's CPU time "
-                        "leaves out the cost of the front it refines", opts.from_dir)
+            log.warning("freebits: %s records no cpu_seconds; this run's CPU time leaves out "
+                        "the cost of the front it refines", RunDir(opts.from_dir).run_json)
     else:
         parts = []
         for name in p["start"]:

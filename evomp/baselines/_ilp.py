@@ -243,6 +243,7 @@ def sensitivity_terms(table: LayerTable, profile: Any) -> tuple[np.ndarray, np.n
         second-order loss increases (HAWQ's ``Tr(H)/n * ||Q(W) - W||^2``, per channel).
     """
     import surrogates
+    from evomp.run import RunDir
 
     try:
         w_term = surrogates.channel_terms(table, profile)
@@ -252,7 +253,8 @@ def sensitivity_terms(table: LayerTable, profile: Any) -> tuple[np.ndarray, np.n
     missing = [b for b in table.a_choices if b not in pa]
     if missing:
         raise EvompError(f"the sensitivity profile has no activation noise for {missing} bits; "
-                         "delete sensitivity.npz in the run directory to recompute it")
+                         f"delete the run directory's {RunDir('.').sensitivity.name} to "
+                         "recompute it")
     cols = [pa.index(b) for b in table.a_choices]
     a_term = (0.5 * np.asarray(profile.a_sens) * np.asarray(profile.a_numel))[:, None] * \
         np.asarray(profile.a_noise)[:, cols]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
+import sys
 from pathlib import Path
 
 __all__ = ["register"]
@@ -20,34 +20,45 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def status(d: Path, storage: str | None = None) -> dict:
-    from evomp._errors import EvompError
+    """The progress of the run directory ``d`` (never fails on a damaged front: it says so).
 
-    if not (d / "spec.toml").is_file():
+    Raises:
+        EvompError: ``d`` is not a run directory, or its record cannot be opened.
+    """
+    from evomp._errors import EvompError
+    from evomp.run import RunDir, load_run_study
+
+    rd = RunDir(d)
+    if not rd.spec.is_file():
         raise EvompError(f"{d} is not a run directory (no spec.toml)")
     out: dict = {"dir": str(d)}
-    prog = json.loads((d / "progress.json").read_text()) if (d / "progress.json").is_file() else {}
+    prog = rd.read_progress()
     out["round"] = prog.get("round", 0)
     out["cpu_seconds"] = prog.get("cpu_seconds")
     out["verified"] = bool(prog.get("verified", False))
-    from evomp.run import load_run_study
-
-    study = load_run_study(d, storage)
+    study = load_run_study(d, storage, say=lambda m: print(f"evomp: note: {m}",
+                                                           file=sys.stderr))
     n_true = 0 if study is None else sum(
         1 for t in study.get_trials(deepcopy=False)
         if t.user_attrs.get("fidelity") == "short" and t.state.name in ("COMPLETE", "FAIL"))
     out["true_evaluations"] = n_true
-    if (d / "front.csv").is_file():
-        with (d / "front.csv").open() as f:
-            out["front_size"] = sum(1 for _ in csv.DictReader(f))
-    q = d / "surrogate_quality.csv"
-    if q.is_file():
-        with q.open() as f:
-            rows = list(csv.DictReader(f))
-        if rows:
-            out["surrogate"] = {k: rows[-1][k] for k in ("round", "kendall_tau", "spearman", "mae",
-                                                          "model")}
-    if (d / "run.json").is_file():
-        meta = json.loads((d / "run.json").read_text())
+    front = rd.front_status()
+    if isinstance(front, int):
+        out["front_size"] = front
+    elif rd.front_csv.is_file():
+        out["front"] = front  # "unreadable: ..."
+    rows = rd.read_quality()
+    if rows:
+        q = {k: rows[-1].get(k) for k in ("round", "kendall_tau", "spearman", "mae", "model")}
+        if isinstance(q["round"], float) and q["round"].is_integer():
+            q["round"] = int(q["round"])
+        out["surrogate"] = q
+    try:
+        meta = rd.read_run_json()
+    except EvompError as e:
+        out["run_json"] = f"unreadable: {e}"
+        meta = {}
+    if meta:
         out["wall_seconds"] = meta.get("wall_seconds")
         out["cpu_seconds"] = meta.get("cpu_seconds", out["cpu_seconds"])
         out["method"] = meta.get("method")
@@ -61,11 +72,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"run directory:    {s['dir']}")
     print(f"true evaluations: {s['true_evaluations']}  (rounds done: {s['round']})")
-    print(f"front:            {s.get('front_size', 'not verified yet')}")
+    print(f"front:            {s.get('front_size', s.get('front', 'not verified yet'))}")
     if "surrogate" in s:
         q = s["surrogate"]
-        print(f"surrogate:        round {q['round']}: kendall tau {float(q['kendall_tau']):.3f}, "
-              f"spearman {float(q['spearman']):.3f}, MAE {float(q['mae']):.4f} ({q['model']})")
+        num = lambda v, f: "?" if v is None else format(float(v), f)  # noqa: E731
+        print(f"surrogate:        round {q['round']}: kendall tau {num(q['kendall_tau'], '.3f')}, "
+              f"spearman {num(q['spearman'], '.3f')}, MAE {num(q['mae'], '.4f')} "
+              f"({q['model']})")
     if s.get("cpu_seconds") is not None:
         print(f"time:             {float(s['cpu_seconds']):.0f} CPU-seconds"
               + (f", {float(s['wall_seconds']):.0f}s wall" if s.get("wall_seconds") else ""))

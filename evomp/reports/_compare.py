@@ -128,14 +128,14 @@ def load_run(path: str | Path) -> RunFront:
     Raises:
         EvompError: not a finished run directory.
     """
-    from evomp.run import read_front
+    from evomp.run import RunDir
 
-    d = Path(path)
-    if not (d / "front.csv").is_file():
-        raise EvompError(f"{d} is not a finished run directory (no front.csv); run "
-                         "`evomp run` or `evomp baseline` into it first")
-    rows, _ = read_front(d) if (d / "front.json").is_file() else (_read_csv(d), {})
-    meta = json.loads((d / "run.json").read_text()) if (d / "run.json").is_file() else {}
+    rd = RunDir(path)
+    d = rd.path
+    rows, _ = rd.read_front(members=rd.front_json.is_file())
+    rows = [{k: (v if k in ("id", "genome_hash") else _num(v)) for k, v in r.items()}
+            for r in rows]
+    meta = rd.read_run_json()
     method = str(meta.get("method", "?"))
     base = meta.get("baseline")
     if isinstance(base, dict) and base.get("granularity"):
@@ -147,18 +147,12 @@ def load_run(path: str | Path) -> RunFront:
     return RunFront(d, d.name or str(d), method, rows, meta)
 
 
-def _read_csv(d: Path) -> list[dict[str, Any]]:
-    import csv
-
-    with (d / "front.csv").open() as f:
-        return [{k: (v if k in ("id", "genome_hash") else _num(v)) for k, v in r.items()}
-                for r in csv.DictReader(f)]
-
-
 def _run_granularity(d: Path) -> str | None:
+    from evomp.run import RunDir
+
     try:
-        return str(json.loads((d / "space.json").read_text()).get("granularity"))
-    except (OSError, ValueError):
+        return str(json.loads(RunDir(d).space.read_text()).get("granularity"))
+    except (OSError, ValueError, AttributeError):
         return None
 
 
@@ -415,7 +409,12 @@ def plot_fronts(cmp: Comparison, path: str | Path, title: str | None = None) -> 
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
+    from evomp.run import writing
+
+    try:
+        with writing(out):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(out)
+    finally:
+        plt.close(fig)
     return out

@@ -7,6 +7,7 @@ fake-quant model, runs the check on real validation data and writes the files.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from collections.abc import Sequence
@@ -128,12 +129,11 @@ def export_run(
         EvompError: bad selection, a run made from Python without ``model``/``task``, or
             an export that does not reproduce the fake-quant model (nothing is written).
     """
-    from evomp.run import read_front
+    from evomp.run import RunDir
 
-    d = Path(run_dir)
-    if not (d / "front.csv").is_file():
-        raise EvompError(f"{d} is not a finished run directory (no front.csv)")
-    rows, members = read_front(d)
+    rd = RunDir(run_dir)
+    d = rd.path
+    rows, members = rd.read_front()
     row = select_member(rows, pick, best_under)
     gid = str(row["id"])
     member = members[gid]
@@ -144,8 +144,8 @@ def export_run(
     from evomp.run import build_task, checkpoint_key, load_spec
     from hwmodels import LayerTable
 
-    spec = load_spec(d / "spec.toml")
-    user = str(checkpoint_key(d / "float.pt") or "").startswith("user")
+    spec = load_spec(rd.spec)
+    user = str(checkpoint_key(rd.float_model) or "").startswith("user")
     if user and (model is None or task is None):
         raise EvompError(f"{d} was made from Python with one's own model: export it with "
                          "evomp.export_run(DIR, OUT, pick=..., model=YourModel(), task=task)")
@@ -153,7 +153,7 @@ def export_run(
         task = build_task(spec)
     if model is None:
         model = task.model_factory()
-    table = LayerTable.from_json((d / "space.json").read_text())
+    table = LayerTable.from_json(rd.space.read_text())
     names = [lay.name for lay in table.layers]
     cfg = BitConfig.from_dict(member["bits"])
     qm = _load_quant_model(d, member, names, model)
@@ -174,24 +174,31 @@ def export_run(
             f"relative error {check['max_layer_rel_error']:.3g} > {check['layer_rtol']:g} or "
             f"prediction agreement {check['prediction_agreement']:.4f} < "
             f"{check['agreement_required']}); nothing was written")
-    dest.mkdir(parents=True, exist_ok=True)
     files = {
         "bits": dest / "bits.json",
         "weights": dest / "weights.npz",
         "state_dict": dest / "fakequant_state.pt",
         "manifest": dest / "manifest.json",
     }
-    files["bits"].write_text(json.dumps(cfg.to_dict(), indent=1))
+    from evomp.run import atomic_write_bytes, atomic_write_text, writing
+
+    with writing(dest):
+        dest.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(files["bits"], json.dumps(cfg.to_dict(), indent=1))
     # numpy's stubs match a ** argument against savez's allow_pickle: bool as well; the
     # values are arrays and numpy scalars, none named allow_pickle
-    np.savez(files["weights"], **cast(dict[str, Any], arrays))
-    torch.save(qm.state_dict(), files["state_dict"])
+    buf = io.BytesIO()
+    np.savez(buf, **cast(dict[str, Any], arrays))
+    atomic_write_bytes(files["weights"], buf.getvalue())
+    buf = io.BytesIO()
+    torch.save(qm.state_dict(), buf)
+    atomic_write_bytes(files["state_dict"], buf.getvalue())
     onnx_info: dict[str, Any] = {"status": "not requested"}
     if onnx:
         onnx_info = export_onnx(qm, arrays, inputs[:64], dest / "model.onnx")
         if onnx_info["status"] == "written":
             files["onnx"] = dest / "model.onnx"
-    meta = json.loads((d / "run.json").read_text()) if (d / "run.json").is_file() else {}
+    meta = rd.read_run_json()
     hw = {k: v for k, v in row.items() if k not in
           ("id", "val_accuracy", "test_accuracy", "ptq_accuracy", "genome_hash", "violation")}
     manifest = {
@@ -217,5 +224,5 @@ def export_run(
         "onnx": onnx_info,
         "files": {k: v.name for k, v in files.items() if k != "manifest"},
     }
-    files["manifest"].write_text(json.dumps(manifest, indent=1))
+    atomic_write_text(files["manifest"], json.dumps(manifest, indent=1))
     return ExportResult(dest, gid, files, check, onnx_info)

@@ -24,10 +24,10 @@ search or baseline run without rebuilding the model. Writes into ``<run>/report/
 from __future__ import annotations
 
 import base64
-import csv
+import errno
 import html
-import json
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,41 +86,28 @@ def _trial_number(gid: Any) -> float:
     return float(digits) if digits else math.inf
 
 
-def _num(v: Any) -> Any:
-    if v is None or v == "":
-        return None
-    if v in ("True", "False"):
-        return v == "True"
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return v
-
-
-def _read_csv(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    with path.open(newline="") as f:
-        return [{k: (v if k in ("id", "genome_hash", "method", "fidelity", "source", "reason",
-                               "model") else _num(v)) for k, v in r.items()}
-                for r in csv.DictReader(f)]
-
-
 def load_run_data(run_dir: str | Path) -> RunData:
-    """Read a finished run directory.
+    """Read a finished run directory (through :class:`~evomp.run.RunDir`).
 
     Raises:
-        EvompError: not a finished run directory (naming what is missing).
+        EvompError: not a finished run directory (naming what is missing), or a damaged
+            one (a truncated ``front.csv`` row, a ``front.json`` that is not valid JSON or
+            lacks a member, an unreadable ``space.json`` or ``run.json``).
     """
-    d = Path(run_dir)
-    missing = [n for n in ("front.csv", "front.json", "space.json") if not (d / n).is_file()]
+    from evomp.run import RunDir
+
+    rd = RunDir(run_dir)
+    d = rd.path
+    missing = [p.name for p in (rd.front_csv, rd.front_json, rd.space) if not p.is_file()]
     if missing:
         raise EvompError(f"{d} is not a finished run directory (missing {missing}); run "
                          "`evomp run` or `evomp baseline` into it first")
-    front = _read_csv(d / "front.csv")
-    members = json.loads((d / "front.json").read_text())
-    meta = json.loads((d / "run.json").read_text()) if (d / "run.json").is_file() else {}
-    table = LayerTable.from_json((d / "space.json").read_text())
+    front, members = rd.read_front()
+    meta = rd.read_run_json()
+    try:
+        table = LayerTable.from_json(rd.space.read_text())
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise EvompError(f"{rd.space} is damaged ({type(e).__name__}: {e})") from e
     known = [k for k in (front[0] if front else {}) if k not in
              ("id", "val_accuracy", "test_accuracy", "ptq_accuracy", "genome_hash", "violation")]
     hw = [o for o in meta.get("objectives", []) if o != "accuracy" and o in known]
@@ -129,8 +116,8 @@ def load_run_data(run_dir: str | Path) -> RunData:
     key = hw[0] if hw else None
     if key:
         front.sort(key=lambda r: (r.get(key) is None, r.get(key) or 0.0))
-    return RunData(d, front, members, _read_csv(d / "evaluations.csv"),
-                   _read_csv(d / "surrogate_quality.csv"), meta, table, hw)
+    return RunData(d, front, members, rd.read_evaluations(), rd.read_quality(), meta, table,
+                   hw)
 
 
 # --------------------------------------------------------------------------- numbers
@@ -553,9 +540,20 @@ def write_report(run_dir: str | Path, out: str | Path | None = None,
     Raises:
         EvompError: not a finished run directory, unknown member ids or metrics.
     """
+    from evomp.run import RunDir, atomic_write_text, write_error
+
     data = load_run_data(run_dir)
-    dest = Path(out) if out else data.path / "report"
-    dest.mkdir(parents=True, exist_ok=True)
+    dest = Path(out) if out else RunDir(data.path).report
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        probe = dest / f".evomp-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise EvompError(f"cannot write the report into {dest}: {e.strerror}; pass --out "
+                             "to write it elsewhere (nothing was changed)") from e
+        raise write_error(dest, e) from e
     have = [k for k in (data.front[0] if data.front else {}) if k not in
             ("id", "val_accuracy", "test_accuracy", "ptq_accuracy", "genome_hash", "violation")]
     if metrics and list(metrics) == ["all"]:
@@ -585,5 +583,5 @@ def write_report(run_dir: str | Path, out: str | Path | None = None,
         plots.append((plot_bits(data, ids, dest / "bits.png"),
                       f"bit allocation of {', '.join(ids)}"))
     page = dest / "report.html"
-    page.write_text(_html(data, plots, notes))
+    atomic_write_text(page, _html(data, plots, notes))
     return Report(dest, page, [p for p, _ in plots], notes)

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -29,8 +28,9 @@ from evomp.tasks import (
     Task,
     TrainConfig,
     float_cache_key,
-    from_npz,
+    from_arrays,
     get_task,
+    load_npz,
     pretrain,
     resolve_device,
     set_threads,
@@ -69,9 +69,12 @@ def build_task(spec: RunSpec) -> Task:
     model = t.model or "cnn1d"
     if model not in MODELS:
         raise EvompError(f"task.model {model!r} is not in the zoo; choose one of {sorted(MODELS)}")
-    with np.load(t.path) if Path(t.path).is_file() else _missing(t.path) as z:
-        x = z["x_train"]
-        n_classes = int(max(z["y_train"].max(), z["y_test"].max()) + 1)
+    if not Path(t.path).is_file():
+        _missing(t.path)
+    # checked before anything is trained: the four arrays, finite inputs, labels 0..C-1
+    arrays = load_npz(t.path)
+    x = arrays["x_train"]
+    n_classes = int(max(arrays["y_train"].max(), arrays["y_test"].max()) + 1)
     if x.ndim == 2:
         raise EvompError(
             f"{t.path}: x_train is (N, features); give (N, channels, length) for 1-D models "
@@ -82,9 +85,10 @@ def build_task(spec: RunSpec) -> Task:
     if model == "cnn1d":
         kw.setdefault("length", int(x.shape[-1]))
     factory = MODELS[model]
-    return from_npz(
-        t.path,
-        lambda: factory(**kw),
+    return from_arrays(
+        **arrays,
+        model_factory=lambda: factory(**kw),
+        name=Path(t.path).stem,
         model_name=model,
         model_kwargs=kw,
         val_fraction=t.val_fraction,
@@ -251,9 +255,8 @@ def open_run(spec: RunSpec, out: str | Path | None = None, threads: int | None =
     setup_logging(out_dir)
     repair_journal(rd.journal, tell)
     atomic_write_text(rd.spec, spec_to_toml(spec))
-    p = spec.pretrain
     t0 = time.perf_counter()
-    cfg = TrainConfig(p.epochs, p.lr, p.batch_size, p.weight_decay, spec.seed)
+    cfg: TrainConfig = spec.pretrain  # the spec's [pretrain] (its seed is the run's)
     # the float model is shared by every run of the same task and training settings (search
     # and baselines start from the same weights); each run directory keeps its own copy
     key = float_cache_key(task, cfg)

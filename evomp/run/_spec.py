@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import tomllib
 import types
 import typing
@@ -32,12 +33,6 @@ __all__ = [
 ]
 
 
-SELECTIONS = ("ehvi", "uncertainty", "diverse")
-"""How each round picks candidates for true evaluation (``search.selection``)."""
-SURROGATES = ("auto", "gp", "forest", "boosting", "hawq")
-"""Accuracy predictors (``search.surrogate``)."""
-ENGINES = ("pymoo", "optuna")
-"""Search engines (``search.engine``)."""
 TASKS = ("mnist1d", "digits", "npz")
 """Task kinds (``task.name``)."""
 
@@ -195,14 +190,18 @@ class SearchSpec:
     probes: int = 16
 
     def __post_init__(self) -> None:
-        from evomp.engines import ALGORITHMS, SAMPLERS
+        # the names are checked against the registries the parts are built from (lazily:
+        # those live on higher floors, and a plugin may have registered more)
+        from evomp.engines import ALGORITHMS, ENGINES, SAMPLERS
+        from evomp.search import SELECTIONS, SURROGATES
         from surrogates import METHODS
 
-        _one_of("search.engine", self.engine, ENGINES)
-        _one_of("search.algorithm", self.algorithm, ALGORITHMS)
-        _one_of("search.sampler", self.sampler, SAMPLERS)
-        _one_of("search.selection", self.selection, SELECTIONS)
-        _one_of("search.surrogate", self.surrogate, SURROGATES)
+        for key, value, registry in (("engine", self.engine, ENGINES),
+                                     ("algorithm", self.algorithm, ALGORITHMS),
+                                     ("sampler", self.sampler, SAMPLERS),
+                                     ("selection", self.selection, SELECTIONS),
+                                     ("surrogate", self.surrogate, SURROGATES)):
+            _one_of(f"search.{key}", value, registry.names())
         _one_of("search.sensitivity", self.sensitivity, METHODS)
         for k in ("budget", "initial", "per_round", "generations", "jobs", "final_max",
                   "probes"):
@@ -431,14 +430,38 @@ def parse_spec(data: dict[str, Any], source: str = "") -> RunSpec:
 
 
 def load_spec(path: str | Path) -> RunSpec:
-    """Read and validate a TOML run specification."""
+    """Read and validate a TOML run specification.
+
+    Raises:
+        SpecError: the file is missing, unreadable, not UTF-8 text, not valid TOML (the
+            message names the file and line) or not a valid spec (it names the key).
+    """
     p = Path(path)
     if not p.is_file():
         raise SpecError(f"spec file {str(p)!r} does not exist")
     try:
-        data = tomllib.loads(p.read_text())
+        raw = p.read_bytes()
+    except OSError as e:
+        raise SpecError(f"cannot read spec file {str(p)!r}: {e.strerror or e}") from e
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise SpecError(
+            f"{p} is not a text file (byte {e.start} on line {line} is not UTF-8); a spec is "
+            "a TOML text file such as runs/demo.toml"
+        ) from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise SpecError(f"{p}: not valid TOML: {e}") from e
+        msg = str(e)
+        m = re.search(r" \(at line (\d+), column (\d+)\)$", msg)
+        if m:
+            where, msg = f"line {m.group(1)}, column {m.group(2)}", msg[: m.start()]
+        else:  # "(at end of document)": the last line
+            where = f"line {max(1, len(text.splitlines()))} (end of file)"
+            msg = re.sub(r" \(at end of document\)$", "", msg)
+        raise SpecError(f"{p}, {where}: not valid TOML: {msg}") from None
     return parse_spec(data, source=str(p))
 
 
