@@ -4,7 +4,17 @@ float pretraining and the QAT training loop."""
 from __future__ import annotations
 
 from evomp.tasks._builtin import TASK_MODELS, TASKS, get_task
-from evomp.tasks._task import Task, TensorData, accuracy, batches, from_arrays, from_npz
+from evomp.tasks._task import (
+    NPZ_ARRAYS,
+    Task,
+    TensorData,
+    accuracy,
+    batches,
+    check_arrays,
+    from_arrays,
+    from_npz,
+    load_npz,
+)
 from evomp.tasks._train import (
     Diverged,
     QATConfig,
@@ -22,6 +32,7 @@ from evomp.tasks._zoo import MODELS, cnn1d, dscnn1d, get_model, mobilenetv1, res
 
 __all__ = [
     "MODELS",
+    "NPZ_ARRAYS",
     "TASKS",
     "TASK_MODELS",
     "Diverged",
@@ -31,6 +42,7 @@ __all__ = [
     "TrainConfig",
     "accuracy",
     "batches",
+    "check_arrays",
     "cnn1d",
     "dscnn1d",
     "evaluate_model",
@@ -39,6 +51,7 @@ __all__ = [
     "from_npz",
     "get_model",
     "get_task",
+    "load_npz",
     "make_adam",
     "mobilenetv1",
     "pretrain",

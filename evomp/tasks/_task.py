@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import types
+import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from evomp._errors import EvompError
 
-__all__ = ["Task", "TensorData", "Data", "batches", "accuracy", "from_arrays", "from_npz"]
+__all__ = [
+    "Task", "TensorData", "Data", "batches", "accuracy", "check_arrays", "from_arrays",
+    "from_npz", "load_npz", "NPZ_ARRAYS",
+]
 
 
 @dataclass(frozen=True)
@@ -181,25 +185,14 @@ def from_arrays(
     standardize: bool = True,
     model_kwargs: Mapping[str, Any] | None = None,
 ) -> Task:
-    """A classification task from numpy arrays.
+    """A classification task from numpy arrays (checked by :func:`check_arrays`).
 
     The validation split is carved from the training set (``val_fraction``, seeded);
     inputs are standardised with training statistics (one mean and std for all features).
     ``model_kwargs`` records the keyword arguments ``model_factory`` applies (it does not
     apply them): they enter :meth:`Task.fingerprint`, i.e. the float-pretrain cache key.
     """
-    arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
-    for k, a in arrays.items():
-        if not isinstance(a, np.ndarray):
-            raise EvompError(f"{k} must be a numpy array, got {type(a).__name__}")
-    if x_train.shape[1:] != x_test.shape[1:]:
-        raise EvompError(
-            f"x_train samples are {x_train.shape[1:]} but x_test samples are {x_test.shape[1:]}"
-        )
-    for k in ("y_train", "y_test"):
-        a = arrays[k]
-        if a.ndim != 1 or a.dtype.kind not in "iu":
-            raise EvompError(f"{k} must be a 1-D array of integer class labels")
+    check_arrays({"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test})
     xt, yt, xv, yv = _split_val(x_train, y_train, val_fraction, seed)
     mean, std = (float(xt.mean()), float(xt.std()) or 1.0) if standardize else (0.0, 1.0)
 
@@ -221,19 +214,135 @@ def from_arrays(
     )
 
 
-def from_npz(
-    path: str | Path, model_factory: Callable[[], nn.Module], **kwargs: Any
-) -> Task:
-    """A task from an ``.npz`` file holding ``x_train, y_train, x_test, y_test``."""
+NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+"""The arrays a task's ``.npz`` file holds."""
+
+
+def check_arrays(arrays: Mapping[str, Any], where: str = "") -> None:
+    """Check a classification task's arrays before anything is trained on them.
+
+    Args:
+        arrays: ``x_train (N, ...)``, ``y_train (N,)``, ``x_test (M, ...)``, ``y_test (M,)``:
+            numeric inputs without NaN or inf, and integer class labels ``>= 0``.
+        where: what holds them (e.g. the ``.npz`` path), prefixed to each message.
+
+    Raises:
+        EvompError: a missing, non-array, empty or non-numeric array; inputs holding NaN or
+            inf (saying which array, how many values and the first sample); labels that are
+            not 1-D non-negative integers; inputs and labels of different lengths; train and
+            test samples of different shapes.
+    """
+    pre = f"{where}: " if where else ""
+    missing = [k for k in NPZ_ARRAYS if k not in arrays]
+    if missing:
+        raise EvompError(f"{pre}lacks arrays {missing}; it needs {', '.join(NPZ_ARRAYS)}")
+    for k in NPZ_ARRAYS:
+        a = arrays[k]
+        if not isinstance(a, np.ndarray):
+            raise EvompError(f"{pre}{k} must be a numpy array, got {type(a).__name__}")
+        if a.ndim == 0 or a.shape[0] == 0:
+            raise EvompError(f"{pre}{k} is empty (shape {a.shape}); give at least one sample")
+    for k in ("x_train", "x_test"):
+        a = arrays[k]
+        if a.dtype.kind not in "biuf":
+            raise EvompError(f"{pre}{k} must hold numbers, got dtype {a.dtype}")
+        if a.ndim < 2:
+            raise EvompError(f"{pre}{k} has shape {a.shape}; give one row per sample, "
+                             "(N, channels, length) or (N, channels, H, W)")
+        if a.dtype.kind == "f":
+            bad = ~np.isfinite(a.reshape(len(a), -1))
+            if bad.any():
+                rows = np.flatnonzero(bad.any(axis=1))
+                raise EvompError(
+                    f"{pre}the data holds non-finite values: {k} has {int(bad.sum())} NaN or "
+                    f"inf value(s) in {len(rows)} of its {len(a)} samples (the first at index "
+                    f"{int(rows[0])}); replace or drop those samples"
+                )
+    for k in ("y_train", "y_test"):
+        a = arrays[k]
+        if a.ndim != 1:
+            raise EvompError(f"{pre}{k} must be a 1-D array of class labels, got shape {a.shape}")
+        if a.dtype.kind not in "iu":
+            example = ""
+            if a.dtype.kind == "f":
+                odd = a[~np.isfinite(a) | (a != np.round(a))]
+                example = (f" holding {float(odd[0]):g}" if odd.size else
+                           " (whole numbers: save them with .astype(np.int64))")
+            raise EvompError(
+                f"{pre}{k} must hold integer class labels 0..C-1, got dtype {a.dtype}{example}"
+            )
+        neg = a < 0
+        if neg.any():
+            raise EvompError(
+                f"{pre}{k} holds {int(neg.sum())} negative label(s) (the smallest is "
+                f"{int(a.min())}); labels are class indices 0..C-1"
+            )
+    for x, y in (("x_train", "y_train"), ("x_test", "y_test")):
+        if len(arrays[x]) != len(arrays[y]):
+            raise EvompError(
+                f"{pre}{x} holds {len(arrays[x])} samples but {y} holds {len(arrays[y])} "
+                "labels; give one label per sample"
+            )
+    if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
+        raise EvompError(
+            f"{pre}x_train samples are {arrays['x_train'].shape[1:]} but x_test samples are "
+            f"{arrays['x_test'].shape[1:]}"
+        )
+
+
+def load_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Load and check (:func:`check_arrays`) a task's ``.npz`` file.
+
+    Pickled (object) arrays are never loaded: an ``.npz`` can run code when unpickled.
+
+    Returns:
+        ``{"x_train", "y_train", "x_test", "y_test"}`` arrays.
+
+    Raises:
+        EvompError: the file is missing, not an ``.npz`` archive, holds pickled arrays, or
+            fails :func:`check_arrays`.
+    """
     p = Path(path)
     if not p.is_file():
         raise EvompError(f"data file {str(p)!r} does not exist")
-    with np.load(p) as z:
-        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z]
+    not_npz = (f"{p} is not an .npz archive; save the four arrays with "
+               f"np.savez(path, {'=..., '.join(NPZ_ARRAYS)}=...)")
+    try:
+        z = np.load(p, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise EvompError(f"{not_npz} ({e})") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise EvompError(f"{not_npz} (it holds a single .npy array)")
+    with z:
+        missing = [k for k in NPZ_ARRAYS if k not in z]
         if missing:
-            raise EvompError(
-                f"{p} lacks arrays {missing}; it needs x_train, y_train, x_test, y_test"
-            )
-        arrs = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+            raise EvompError(f"{p} lacks arrays {missing}; it needs {', '.join(NPZ_ARRAYS)}"
+                             + ("" if z.files else " (the archive is empty)"))
+        arrays = {}
+        for k in NPZ_ARRAYS:
+            try:
+                arrays[k] = z[k]
+            except ValueError as e:
+                if "allow_pickle" not in str(e):
+                    raise EvompError(f"{p}: {k} cannot be read ({e})") from None
+                raise EvompError(
+                    f"{p}: {k} is a pickled object array, which evomp never loads (unpickling "
+                    "can run code); save plain numeric arrays, e.g. x_train=x.astype(np.float32)"
+                    ", y_train=y.astype(np.int64)"
+                ) from None
+            except (OSError, EOFError, zipfile.BadZipFile) as e:
+                raise EvompError(f"{p}: {k} cannot be read ({e}); the file may be truncated"
+                                 ) from None
+    check_arrays(arrays, str(p))
+    return arrays
+
+
+def from_npz(
+    path: str | Path, model_factory: Callable[[], nn.Module], **kwargs: Any
+) -> Task:
+    """A task from an ``.npz`` file holding ``x_train, y_train, x_test, y_test``
+    (loaded and checked by :func:`load_npz`)."""
+    p = Path(path)
+    arrs = load_npz(p)
     kwargs.setdefault("name", p.stem)
     return from_arrays(**arrs, model_factory=model_factory, **kwargs)
