@@ -5,6 +5,11 @@ A model turns a layer table plus a batch of genomes into one ``(n,)`` array per 
     import hwmodels
     mem = hwmodels.get("memory", table=table)
     costs = mem.cost(table, genomes)          # {"memory_bytes": (n,), ...}
+    per_layer = mem.layer_cost(table, genomes)  # {"weight_bytes": (n, n_layers)}
+
+``hwmodels.evaluate`` / ``hwmodels.evaluate_layers`` do the same for several models at
+once, decoding the batch once; per-layer figures exist for metrics that add up over
+layers (not for the peak activation buffer of ``memory_bytes``).
 
 Built-in models: ``memory``, ``bitops``, ``mpic``, ``pulp``, ``table``, ``callable``.
 Third-party models register through the ``evomp.hwmodels`` entry-point group.
@@ -23,6 +28,7 @@ from hwmodels._registry import (
     ENTRY_POINT_GROUP,
     available,
     evaluate,
+    evaluate_layers,
     get,
     load_plugins,
     metric_owner,
@@ -56,6 +62,7 @@ __all__ = [
     "plugin_errors",
     "load_plugins",
     "evaluate",
+    "evaluate_layers",
     "geometry_key",
     "bit_config_dict",
 ]

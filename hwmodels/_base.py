@@ -29,7 +29,8 @@ from hwmodels._layers import MAX_BITS, LayerTable
 __all__ = ["BitBatch", "HardwareModel", "Costs"]
 
 Costs = dict[str, np.ndarray]
-"""Metric name -> ``(n,)`` float64 array, one value per genome of the batch."""
+"""Metric name -> float64 array: ``(n,)`` per genome of the batch (totals), or
+``(n, n_layers)`` per genome and layer (:meth:`HardwareModel.layer_cost`)."""
 
 
 # --------------------------------------------------------------------------- decoding plan
@@ -469,6 +470,63 @@ class HardwareModel:
         else:
             self._check_batch(batch)
         return self._finish(self._cost(batch), batch.n)
+
+    # ------------------------------------------------------------- per-layer costs
+    def layer_cost(self, table: LayerTable, genomes: np.ndarray) -> Costs:
+        """Per-layer figures of the metrics that add up over layers, for a genome batch.
+
+        Additive metrics are those whose network total is the sum of the per-layer
+        figures (``weight_bytes``, ``bitops``, ``mpic_cycles``, ``energy_uj``,
+        ``latency_cycles``, ``latency_ms``, a ``table`` model's columns). Metrics that do
+        not add up are left out: ``memory_bytes`` and ``activation_bytes`` of the memory
+        model (they hold the *peak* activation buffer over layers), and every metric of a
+        model without a per-layer breakdown (a ``callable`` model: the result is ``{}``).
+        A layer's figure is the cost of running that layer; it may depend on the next
+        layer's activation bits where the model charges the layer for storing or moving
+        its output at them (the PULP model's transfer term).
+
+        Args:
+            table: the layer table.
+            genomes: ``(n, n_genes)`` (or ``(n_genes,)``) integer genomes.
+
+        Returns:
+            metric -> ``(n, n_layers)`` float64 array in the metric's unit; summed over
+            axis 1 it equals :meth:`cost`'s ``(n,)`` value.
+        """
+        self.bind(table)
+        return self.layer_cost_batch(BitBatch.from_genomes(table, genomes))
+
+    def layer_cost_bits(self, table: LayerTable, w_bits: np.ndarray, a_bits: np.ndarray
+                        ) -> Costs:
+        """:meth:`layer_cost` of decoded bits: ``w_bits (n, n_channels)`` (0 = pruned),
+        ``a_bits (n, n_layers)``; they need not be among the table's choices.
+
+        Raises:
+            ValueError: bad shapes or bits, or bits the model has no figure for.
+        """
+        return self.layer_cost_batch(BitBatch.from_bits(table, w_bits, a_bits))
+
+    def layer_cost_batch(self, batch: BitBatch) -> Costs:
+        """:meth:`layer_cost` of an already decoded :class:`BitBatch`."""
+        if batch._genomes is not None:
+            self.bind(batch.table)
+        else:
+            self._check_batch(batch)
+        try:
+            per = self._layer_cost(batch)
+        except NotImplementedError:
+            return {}
+        shape = (batch.n, batch.table.n_layers)
+        out = {}
+        for m in self.metrics:  # declared metrics only, in declaration order
+            if m not in per:
+                continue
+            v = np.asarray(per[m], dtype=np.float64)
+            if v.shape != shape:
+                raise RuntimeError(f"model {self.name!r} returned per-layer shape {v.shape} "
+                                   f"for {m!r}; expected {shape}")
+            out[m] = v
+        return out
 
     def _finish(self, out: Costs, n: int | None) -> Costs:
         res = {}

@@ -13,7 +13,11 @@ The checks: declared metrics come back as ``(n,)`` float arrays; values are fini
 non-negative; results are deterministic; a batch equals its rows costed one by one;
 decoded bits cost the same as their genomes; pruning a channel never raises a
 ``prune_monotone`` metric; lowering any bit-width never raises a ``monotone`` metric;
-the per-layer breakdown adds up to the totals; an empty batch works.
+the per-layer breakdown adds up to the totals; the per-layer costs
+(:meth:`~hwmodels.HardwareModel.layer_cost`) are ``(n, n_layers)``, sum to the totals of
+the additive metrics, equal the breakdown and the decoded bits' figures (and leave out
+the metrics that do not add up: peak buffers; models without a breakdown); an
+empty batch works.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ __all__ = [
     "check_prune_monotone",
     "check_monotone",
     "check_breakdown",
+    "check_layer_costs",
     "check_empty_batch",
 ]
 
@@ -251,12 +256,44 @@ def check_breakdown(model: HardwareModel, table: LayerTable) -> None:
 
 
 def _additive(model: HardwareModel, table: LayerTable, genome: np.ndarray) -> set[str]:
-    from hwmodels._base import BitBatch
+    return set(model.layer_cost(table, genome))
 
-    try:
-        return set(model._layer_cost(BitBatch.from_genomes(table, genome)))
-    except NotImplementedError:
-        return set()
+
+def check_layer_costs(model: HardwareModel, table: LayerTable, n: int = 8) -> None:
+    """Per-layer costs: declared metrics only, ``(n, n_layers)`` float64, finite and
+    >= 0, summing over layers to :meth:`cost` (the additive metrics), equal to the
+    breakdown's figures and to :meth:`layer_cost_bits` of the decoded bits; an empty
+    batch gives ``(0, n_layers)``."""
+    g = random_genomes(table, n, seed=8)
+    per = model.layer_cost(table, g)
+    total = model.cost(table, g)
+    extra = sorted(set(per) - set(model.metrics))
+    if extra:
+        _fail(f"{model.name}: layer_cost returned undeclared metrics {extra}")
+    for m, v in per.items():
+        if not isinstance(v, np.ndarray) or v.shape != (n, table.n_layers) or \
+                v.dtype != np.float64:
+            _fail(f"{model.name}: layer_cost {m} is {getattr(v, 'shape', None)}, expected "
+                  f"float64 ({n}, {table.n_layers})")
+        if not np.all(np.isfinite(v)) or np.any(v < 0):
+            _fail(f"{model.name}: layer_cost {m} has negative or non-finite values")
+        if not _close(v.sum(axis=1), total[m]):
+            _fail(f"{model.name}: layer_cost of {m} sums to {v.sum(axis=1)}, total {total[m]}")
+    bits = model.layer_cost_bits(table, table.weight_bits(g), table.act_bits(g))
+    if set(bits) != set(per):
+        _fail(f"{model.name}: layer_cost_bits gives {sorted(bits)}, layer_cost {sorted(per)}")
+    for m in per:
+        if not _close(bits[m], per[m]):
+            _fail(f"{model.name}: layer_cost_bits of {m} differs from layer_cost")
+    rows = model.breakdown(table, g[0])
+    for m in per:
+        b = np.array([r.get(m, np.nan) for r in rows])
+        if not _close(b, per[m][0]):
+            _fail(f"{model.name}: breakdown of {m} {b} != layer_cost {per[m][0]}")
+    empty = model.layer_cost(table, np.zeros((0, table.n_genes), dtype=np.int8))
+    for m, v in empty.items():
+        if v.shape != (0, table.n_layers):
+            _fail(f"{model.name}: layer_cost {m} of an empty batch has shape {v.shape}")
 
 
 def check_empty_batch(model: HardwareModel, table: LayerTable) -> None:
@@ -276,6 +313,7 @@ CHECKS: tuple[Callable[[HardwareModel, LayerTable], None], ...] = (
     check_prune_monotone,
     check_monotone,
     check_breakdown,
+    check_layer_costs,
     check_empty_batch,
 )
 
