@@ -464,8 +464,9 @@ class RunDir:
         rows = []
         for n, r in enumerate(reader, start=2):
             if None in r or None in r.values():
-                raise EvompError(damaged.format(f"row {n} has {len(r) - (None in r)} of "
-                                                f"{len(cols)} fields"))
+                got = sum(v is not None for k, v in r.items() if k is not None)
+                got += len(r.get(None) or [])  # type: ignore[call-overload]
+                raise EvompError(damaged.format(f"row {n} has {got} of {len(cols)} fields"))
             parsed = {k: _cell(k, v) for k, v in r.items()}
             bad = [k for k, v in parsed.items() if k not in TEXT_COLUMNS and isinstance(v, str)]
             if bad:
