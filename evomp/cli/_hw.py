@@ -111,6 +111,27 @@ def _parse_params(items: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _check_param_names(params: dict[str, dict[str, Any]]) -> None:
+    """Every ``--param MODEL.KEY`` names a parameter of a registered model ``MODEL``.
+
+    Raises:
+        EvompError: an unknown key, naming the model's parameters.
+    """
+    import hwmodels
+    from evomp._errors import EvompError
+
+    for model, kw in params.items():
+        allowed = sorted(hwmodels.model_class(model).parameters)
+        unknown = sorted(set(kw) - set(allowed))
+        if unknown:
+            raise EvompError(
+                f"--param {model}.{unknown[0]}: {unknown[0]!r} is not a parameter of hardware "
+                f"model {model!r}" + (f" (nor are {unknown[1:]})" if unknown[1:] else "")
+                + (f"; its parameters are {allowed}" if allowed else "; it takes no parameters")
+                + " (see 'evomp hw list')"
+            )
+
+
 def _uniform_bits(table: Any, w: int, a: int) -> tuple[Any, Any]:
     import numpy as np
 
@@ -134,15 +155,16 @@ def run_cost(args: argparse.Namespace) -> int:
 
     configs = [_parse_uniform(u) for u in args.uniform]
     params = _parse_params(args.param)
+    unknown = [n for n in list(params) + (args.model or []) if n not in hwmodels.available()]
+    if unknown:
+        raise EvompError(f"unknown hardware model(s) {unknown}; available: "
+                         f"{hwmodels.available()} (see `evomp hw list`)")
+    _check_param_names(params)
     spec = load_spec(args.spec)
     space = build_space(spec)
     table = space.table
     spec_hw = {k: dict(v) for k, v in (spec.hw or {}).items() if isinstance(v, dict)}
     names = args.model or hwmodels.available()
-    unknown = [n for n in list(params) + (args.model or []) if n not in hwmodels.available()]
-    if unknown:
-        raise EvompError(f"unknown hardware model(s) {unknown}; available: "
-                         f"{hwmodels.available()} (see `evomp hw list`)")
     models, skipped = [], {}
     for n in names:
         kw = {**spec_hw.get(n, {}), **params.get(n, {})}

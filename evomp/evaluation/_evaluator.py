@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -55,6 +56,34 @@ class EvalResult:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def to_json(self) -> str:
+        """One strict-JSON line: a NaN or infinite float is written ``null`` (bare ``NaN``
+        tokens are not JSON, and strict readers reject them)."""
+        d = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+             for k, v in self.to_dict().items()}
+        return json.dumps(d, allow_nan=False)
+
+    @classmethod
+    def from_json(cls, line: str) -> EvalResult:
+        """Read a :meth:`to_json` line (or an older one with bare ``NaN`` tokens): ``null``
+        reads back as NaN, except ``test_accuracy``, whose ``null`` means not scored.
+
+        Raises:
+            ValueError: not a JSON object of these fields (e.g. a line cut by a crash).
+            TypeError: unknown or missing fields.
+        """
+        d = json.loads(line)
+        if not isinstance(d, dict):
+            raise ValueError(f"not a JSON object: {line[:40]!r}")
+        for k in _NAN_FIELDS:
+            if k in d and d[k] is None:
+                d[k] = float("nan")
+        return cls(**d)
+
+
+_NAN_FIELDS = ("val_accuracy", "ptq_accuracy", "val_loss", "seconds", "cpu_seconds")
+"""Float fields of an :class:`EvalResult` that are never None (``null`` in JSON is NaN)."""
+
 
 class Evaluator:
     """Evaluates genomes for real on one quantized copy of the float model.
@@ -97,8 +126,8 @@ class Evaluator:
         if self.cache_file and self.cache_file.is_file():
             for line in self.cache_file.read_text().splitlines():
                 try:
-                    r = EvalResult(**json.loads(line))
-                except (json.JSONDecodeError, TypeError):
+                    r = EvalResult.from_json(line)
+                except (ValueError, TypeError):
                     continue  # a line cut by a crash mid-write
                 self.cache[(r.genome_hash, r.fidelity)] = r
 
@@ -170,7 +199,7 @@ class Evaluator:
         """Cache a result (and append it to ``cache_file``, one JSON line, flushed)."""
         self.cache[(r.genome_hash, r.fidelity)] = r
         if self.cache_file:
-            _append_line(self.cache_file, json.dumps(r.to_dict()))
+            _append_line(self.cache_file, r.to_json())
 
     def model_for(self, genome: np.ndarray, fidelity: str = "final", seed: int | None = None
                   ) -> QuantModel:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,21 +16,189 @@ from tqdm.auto import tqdm
 
 from evomp._errors import EvompError
 from evomp.evaluation._evaluator import EvalResult, Evaluator
+from evomp.tasks import Task
 
-__all__ = ["evaluate_parallel", "backend_context", "threads_per_worker", "usable_cores"]
+__all__ = [
+    "SMALL_MODEL_MACS",
+    "backend_context",
+    "cgroup_cpu_limit",
+    "evaluate_parallel",
+    "macs_per_sample",
+    "oversubscribed",
+    "threads_per_worker",
+    "usable_cores",
+    "warn_oversubscribed",
+]
+
+
+log = logging.getLogger("evomp")
+
+SMALL_MODEL_MACS = 10_000_000
+"""Multiply-accumulates per sample below which a model trains on one intra-op thread.
+
+The zoo's models (cnn1d 0.38 M, DS-CNN 0.27 M, ResNet-8 0.76 M, MobileNet-v1 0.06 M per
+sample) are far below it: their kernels are too small for torch's threads to pay for their
+synchronisation, and threads that spin against another busy process make a QAT step ten
+times slower (``benchmarks/bench_threads.py``)."""
+
+
+def cgroup_cpu_limit(root: str | Path = "/sys/fs/cgroup",
+                     proc_cgroup: str | Path = "/proc/self/cgroup") -> float | None:
+    """CPUs the cgroup CPU quota grants this process (e.g. ``1.5``), or None if unlimited.
+
+    Reads cgroup v2's ``cpu.max`` (``"<quota> <period>"`` or ``"max <period>"``) and
+    cgroup v1's ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` (quota ``-1``: unlimited), in
+    the process's own cgroup (from ``proc_cgroup``) and each cgroup above it up to ``root``;
+    the smallest quota wins.
+
+    Args:
+        root: where the cgroup file system is mounted.
+        proc_cgroup: the process's cgroup membership file.
+    """
+    root = Path(root)
+    rel_v2, rel_v1 = "/", "/"
+    try:
+        for line in Path(proc_cgroup).read_text().splitlines():
+            hid, _, rest = line.partition(":")
+            controllers, _, path = rest.partition(":")
+            if hid == "0" and controllers == "":
+                rel_v2 = path or "/"
+            elif "cpu" in controllers.split(","):
+                rel_v1 = path or "/"
+    except OSError:
+        pass
+    limits: list[float] = []
+
+    def ancestors(base: Path, rel: str) -> list[Path]:
+        parts = [q for q in rel.split("/") if q and q != ".."]
+        return [base.joinpath(*parts[:i]) for i in range(len(parts), -1, -1)]
+
+    for d in ancestors(root, rel_v2):
+        try:
+            q, per = (d / "cpu.max").read_text().split()[:2]
+            if q != "max" and float(per) > 0:
+                limits.append(float(q) / float(per))
+        except (OSError, ValueError):
+            continue
+    for v1 in ("cpu", "cpu,cpuacct", "cpuacct,cpu"):
+        for d in ancestors(root / v1, rel_v1):
+            try:
+                q = float((d / "cpu.cfs_quota_us").read_text())
+                per = float((d / "cpu.cfs_period_us").read_text())
+            except (OSError, ValueError):
+                continue
+            if q > 0 and per > 0:
+                limits.append(q / per)
+    return min(limits) if limits else None
 
 
 def usable_cores() -> int:
-    """Cores this process may run on (CPU affinity and cgroup-limited sets included)."""
+    """CPUs this process may use: its CPU affinity set, capped by its cgroup's CPU quota
+    (rounded down, at least 1: a quota of 1.5 CPUs gives 1, so threads never exceed it)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not on Linux
-        return os.cpu_count() or 1
+        n = os.cpu_count() or 1
+    limit = cgroup_cpu_limit()
+    if limit is not None:
+        n = min(n, int(limit))
+    return max(1, n)
 
 
-def threads_per_worker(jobs: int) -> int:
-    """Torch threads per worker so that ``jobs`` workers do not oversubscribe the cores."""
-    return max(1, usable_cores() // max(1, jobs))
+def macs_per_sample(task: Task) -> int:
+    """Multiply-accumulates of one forward pass of a fresh ``task`` model on one sample
+    (convolutions and linear layers; the global RNG state is left as it was)."""
+    import torch
+    from torch import nn
+
+    total = 0
+    convs = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+    def hook(m: nn.Module, inp: tuple, out: torch.Tensor) -> None:
+        nonlocal total
+        per_out = out[0].numel() if out.dim() > 0 else 1
+        if isinstance(m, convs):
+            k = int(np.prod(m.kernel_size))
+            total += per_out * (m.in_channels // m.groups) * k
+        elif isinstance(m, nn.Linear):
+            total += per_out * m.in_features
+
+    with torch.random.fork_rng(devices=[]):
+        model = task.model_factory()
+    model.eval()
+    hooks = [m.register_forward_hook(hook) for m in model.modules()
+             if isinstance(m, (*convs, nn.Linear))]
+    try:
+        with torch.no_grad():
+            model(task.example_input(1))
+    finally:
+        for h in hooks:
+            h.remove()
+    return int(total)
+
+
+_warned = False
+
+
+def oversubscribed(cores: int | None = None) -> float | None:
+    """The 1-minute load average when it exceeds the usable CPUs (``cores``, default
+    :func:`usable_cores`), else None: other processes already keep every CPU busy."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on Unix
+        return None
+    n = usable_cores() if cores is None else cores
+    return load if load > n else None
+
+
+def warn_oversubscribed(cores: int | None = None) -> bool:
+    """Warn (in the log, and once per process on stderr) if the machine is oversubscribed.
+
+    Returns:
+        Whether it is.
+    """
+    global _warned
+    n = usable_cores() if cores is None else cores
+    load = oversubscribed(n)
+    if load is None:
+        return False
+    msg = (f"the machine is oversubscribed: load average {load:.1f} over {n} usable CPU(s); "
+           "evaluations use one torch thread each and will be slower than on an idle "
+           "machine (set threads in the spec or --threads to override)")
+    log.warning(msg)
+    if not _warned:
+        _warned = True
+        if log.hasHandlers():  # else logging's last resort has just written it to stderr
+            print(f"evomp: warning: {msg}", file=sys.stderr)
+    return True
+
+
+def threads_per_worker(jobs: int = 1, task: Task | None = None, requested: int = 0, *,
+                       check_load: bool = False) -> int:
+    """Torch intra-op threads for each of ``jobs`` parallel evaluations.
+
+    ``requested > 0`` is used as given (the spec's ``threads``, ``--threads``). ``0`` is
+    automatic, and never oversubscribes: the usable CPUs (:func:`usable_cores`: affinity
+    and cgroup quota) split among the ``jobs`` evaluations; one thread for a small model
+    (``task``'s model under :data:`SMALL_MODEL_MACS` per sample), and one when
+    ``check_load`` finds the machine already oversubscribed (warned, see
+    :func:`warn_oversubscribed`).
+
+    Raises:
+        EvompError: ``requested < 0``.
+    """
+    if isinstance(requested, bool) or not isinstance(requested, int) or requested < 0:
+        raise EvompError(f"threads (the spec's threads, or --threads) must be >= 0 (0 = "
+                         f"automatic: this process's share of the usable CPUs), got {requested!r}")
+    if requested > 0:
+        return requested
+    cores = usable_cores()
+    n = max(1, cores // max(1, jobs))
+    if check_load and warn_oversubscribed(cores):
+        n = 1
+    if n > 1 and task is not None and macs_per_sample(task) < SMALL_MODEL_MACS:
+        n = 1
+    return n
 
 
 def _worker_eval(
@@ -137,7 +307,7 @@ def evaluate_parallel(
                 done(i, evaluator.evaluate(g[i : i + 1], fidelity, with_test=with_test,
                                            save_dir=sd)[0])
         else:
-            threads = threads_per_worker(jobs) if backend == "loky" else 1
+            threads = threads_per_worker(jobs, evaluator.task) if backend == "loky" else 1
             # dask's joblib backend yields in submission order; loky as results complete
             order = "generator" if backend == "dask" else "generator_unordered"
             par = (Parallel(n_jobs=jobs, return_as=order) if backend == "dask"

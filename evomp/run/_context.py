@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from evomp._errors import EvompError
-from evomp.evaluation import Evaluator
+from evomp.evaluation import Evaluator, threads_per_worker
 from evomp.objectives import Objectives
 from evomp.run._rundir import RunDir, RunLock, atomic_write_bytes, atomic_write_text, writing
 from evomp.run._spec import RunSpec, spec_to_toml
@@ -245,10 +245,13 @@ def open_run(spec: RunSpec, out: str | Path | None = None, threads: int | None =
     rd = RunDir(out if out else default_out_dir(spec))
     out_dir = rd.path
     tell = say or (print if progress else None)
-    n = set_threads(threads if threads is not None else (spec.threads or None))
     device = resolve_device(spec.device)
     torch.manual_seed(spec.seed)
     task = build_task(spec)
+    # threads = 0 is automatic: this process's share of the usable CPUs, one thread for a
+    # small model or on an oversubscribed machine (warned); -1 is refused before any write
+    n = set_threads(threads_per_worker(1, task, spec.threads if threads is None else threads,
+                                       check_load=True))
     check_run(spec, task, storage)
     owner = rd.acquire() if lock else None
     check_same_run(spec, rd.path)

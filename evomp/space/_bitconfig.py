@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import numbers
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
+
+import numpy as np
 
 from evomp._errors import EvompError
 from hwmodels import MAX_BITS
 
 __all__ = ["BitConfig"]
+
+
+def _bits(where: str, b: Any) -> int:
+    """An integer bit-width (Python or numpy integer); floats, bools and strings refused."""
+    if isinstance(b, (bool, np.bool_)) or not isinstance(b, numbers.Integral):
+        raise EvompError(
+            f"{where} holds {b!r} ({type(b).__name__}): bit-widths are integers, e.g. 8"
+        )
+    return int(b)
 
 
 @dataclass(frozen=True)
@@ -27,20 +39,29 @@ class BitConfig:
     activations: Mapping[str, int]
 
     def __post_init__(self) -> None:
+        if not isinstance(self.weights, Mapping) or not isinstance(self.activations, Mapping):
+            raise EvompError("BitConfig takes mappings: weights {layer: [bits per output "
+                             "channel]} and activations {layer: bits}")
         w: dict[str, tuple[int, ...]] = {}
         for name, bits in dict(self.weights).items():
-            t = tuple(int(b) for b in bits)
+            if isinstance(bits, (str, bytes)) or not isinstance(bits, Iterable):
+                raise EvompError(
+                    f"weights[{name!r}] must be a sequence of integer bit-widths, one per "
+                    f"output channel (e.g. [8, 8, 4]), got {bits!r}"
+                )
+            t = tuple(_bits(f"weights[{name!r}]", b) for b in bits)
             if not t:
-                raise ValueError(f"weights[{name!r}] is empty: give one bit-width per channel")
+                raise EvompError(f"weights[{name!r}] is empty: give one bit-width per channel")
             bad = [b for b in t if b < 0 or b > MAX_BITS]
             if bad:
-                raise ValueError(f"weights[{name!r}] has bit-widths {bad} outside 0..{MAX_BITS}")
+                raise EvompError(f"weights[{name!r}] has bit-widths {bad} outside 0..{MAX_BITS}")
             w[name] = t
         a: dict[str, int] = {}
         for name, b in dict(self.activations).items():
-            if int(b) < 1 or int(b) > MAX_BITS:
-                raise ValueError(f"activations[{name!r}] = {b} is outside 1..{MAX_BITS}")
-            a[name] = int(b)
+            v = _bits(f"activations[{name!r}]", b)
+            if v < 1 or v > MAX_BITS:
+                raise EvompError(f"activations[{name!r}] = {b} is outside 1..{MAX_BITS}")
+            a[name] = v
         object.__setattr__(self, "weights", MappingProxyType(w))
         object.__setattr__(self, "activations", MappingProxyType(a))
 

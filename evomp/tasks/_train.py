@@ -148,8 +148,22 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def set_threads(n: int | None) -> int:
-    """Set torch's intra-op thread count explicitly (``None``: all cores); returns it."""
-    n = n or os.cpu_count() or 1
+    """Set torch's intra-op thread count to ``n``; returns it.
+
+    ``None`` or ``0``: every CPU this process may run on (its affinity set). A run's
+    automatic count, which never oversubscribes the machine, comes from
+    ``evomp.evaluation.threads_per_worker``.
+
+    Raises:
+        EvompError: ``n < 0``.
+    """
+    if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0):
+        raise EvompError(f"threads must be >= 0 (0 = automatic), got {n!r}")
+    if not n:
+        try:
+            n = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):  # not on Linux
+            n = os.cpu_count() or 1
     torch.set_num_threads(max(1, int(n)))
     return torch.get_num_threads()
 

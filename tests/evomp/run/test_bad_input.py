@@ -125,3 +125,28 @@ def test_npz_that_is_not_an_archive(tmp_path: Path, capsys: pytest.CaptureFixtur
     spec.write_text(f'name = "x"\n[task]\nname = "npz"\npath = "{data}"\n')
     msg = _error(capsys, ["space", str(spec)])
     assert f"{data} is not an .npz archive; save the four arrays with np.savez(path, " in msg
+
+
+# ------------------------------------------------------------------------ command line
+def test_hw_cost_unknown_parameter(capsys: pytest.CaptureFixture[str]) -> None:
+    msg = _error(capsys, ["hw", "cost", str(ROOT / "runs" / "demo.toml"), "--uniform", "8/8",
+                          "--param", "pulp.nokey=3"])
+    assert msg == ("evomp: error: --param pulp.nokey: 'nokey' is not a parameter of hardware "
+                   "model 'pulp'; its parameters are ['cores', 'depthwise_slowdown', "
+                   "'freq_mhz', 'l2_bytes_per_cycle', 'last_output_bits', 'launch_cycles', "
+                   "'macs_per_cycle', 'preset', 'unpack_cycles_per_element'] (see 'evomp hw "
+                   "list')")
+    msg = _error(capsys, ["hw", "cost", str(ROOT / "runs" / "demo.toml"), "--uniform", "8/8",
+                          "--param", "bitops.x=1"])
+    assert "'x' is not a parameter of hardware model 'bitops'; it takes no parameters" in msg
+
+
+def test_negative_threads_on_the_command_line(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "s.toml"
+    spec.write_text('name = "x"\n[pretrain]\nepochs = 1\n')
+    out = tmp_path / "run"
+    msg = _error(capsys, ["run", str(spec), "--out", str(out), "--threads", "-1", "--quiet"])
+    assert msg == ("evomp: error: threads (the spec's threads, or --threads) must be >= 0 "
+                   "(0 = automatic: this process's share of the usable CPUs), got -1")
+    assert not out.exists()

@@ -154,3 +154,27 @@ def test_unknown_excluded_and_bad_pins(tiny_model, tiny_input) -> None:
         SearchSpace.from_model(tiny_model, tiny_input, pin={"fc": "88"})
     with pytest.raises(EvompError, match=r"pin\['fc'\] activation bits 0 outside 1..16"):
         SearchSpace.from_model(tiny_model, tiny_input, pin={"fc": {"a": 0}})
+
+
+@pytest.mark.parametrize("weights, activations, match", [
+    ({"conv": "8888"}, {}, r"weights\['conv'\] must be a sequence of integer bit-widths, one "
+                           r"per output channel \(e\.g\. \[8, 8, 4\]\), got '8888'"),
+    ({"conv": 8}, {}, r"weights\['conv'\] must be a sequence .* got 8"),
+    ({"conv": (8, 7.9)}, {}, r"weights\['conv'\] holds 7\.9 \(float\): bit-widths are integers"),
+    ({"conv": (8, True)}, {}, r"weights\['conv'\] holds True \(bool\)"),
+    ({}, {"conv": 8.0}, r"activations\['conv'\] holds 8\.0 \(float\)"),
+    ({}, {"conv": "8"}, r"activations\['conv'\] holds '8' \(str\)"),
+    ({}, {"conv": np.bool_(True)}, r"activations\['conv'\] holds np\.True_ \(bool\)"),
+])
+def test_bitconfig_takes_integer_bits_only(weights: dict, activations: dict, match: str) -> None:
+    with pytest.raises(EvompError, match=match):
+        BitConfig(weights=weights, activations=activations)
+    # the JSON form is checked the same way
+    with pytest.raises(EvompError, match=match):
+        BitConfig.from_dict({"weights": weights, "activations": activations})
+
+
+def test_bitconfig_accepts_numpy_integers() -> None:
+    c = BitConfig(weights={"conv": np.array([8, 4], dtype=np.int8)},
+                  activations={"conv": np.int64(8)})
+    assert c.weights["conv"] == (8, 4) and type(c.activations["conv"]) is int
