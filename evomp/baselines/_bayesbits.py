@@ -207,7 +207,7 @@ def bayesbits(ctx: Any, objectives: Any, opts: BaselineOptions) -> BaselineResul
     base = build_supernet(
         ctx, lambda i, m, w, a, s, al: BayesBitsLayer(m, w, a, s, al, hc, p["threshold"]),
         options, p["calib_batches"])
-    luts = cost_lut(ctx, p["regularizer"], options)
+    luts = cost_lut(ctx, p["regularizer"], options, objectives)
     norm = max_cost(base, luts)
     bs = p["batch_size"]
     loss_fn = ctx.task.loss_fn
@@ -285,28 +285,21 @@ def _refine_target(ctx: Any, objectives: Any, setting: str) -> tuple[Any, str] |
     spec's hardware list), the one giving the first latency objective, else the first
     with a metric naming latency; ``None`` if there is none. ``"none"`` or ``""``: off.
     ``"<model>[:<metric>]"``: that model (the run's instance, or one built from
-    ``[hw.<model>]``) and metric (default: its first).
+    ``[hw.<model>]``, both through :meth:`~evomp.objectives.Objectives.model_named`) and
+    metric (default: its first).
     """
-    import hwmodels
     from evomp.engines import latency_metric
 
     if setting in ("", "none"):
         return None
-    models = dict(getattr(objectives, "models", {}))
     if setting == "auto":
-        wanted = [m for m in getattr(objectives, "hw_metrics", []) if "latency" in m]
-        wanted += [m for mod in models.values() for m in mod.metrics if "latency" in m]
-        for metric in wanted:
-            for mod in models.values():
-                if metric in mod.metrics:
-                    return mod, metric
-        return None
+        wanted = [m for m in objectives.hw_metrics if "latency" in m]
+        wanted += [m for m in objectives.metrics if "latency" in m]
+        return (objectives.model_for(wanted[0]), wanted[0]) if wanted else None
     name, _, metric = setting.partition(":")
-    model = models.get(name)
     try:
-        if model is None:
-            model = hwmodels.get(name, table=ctx.space.table, **dict(ctx.spec.hw.get(name, {})))
-    except (KeyError, ValueError, TypeError) as e:
+        model = objectives.model_named(name)
+    except EvompError as e:
         raise EvompError(f"[baselines.bayesbits] refine = {setting!r}: {e}; give 'auto', "
                          "'none' or a hardware model listed by 'evomp hw list'") from e
     return model, latency_metric(model, metric or None)

@@ -17,7 +17,8 @@ base class owns what all of them share:
   not the network the method chose fails the check;
 * the *hard* mode: one given bit configuration applied as
   :class:`evomp.quant.QuantLayer` applies it (used for the highest-precision warm-up);
-* expected-cost look-up tables over (activation bits, weight bits) per layer.
+* expected-cost look-up tables over (activation bits, weight bits) per layer, from the
+  run's hardware models found through its :class:`~evomp.objectives.Objectives`.
 """
 
 from __future__ import annotations
@@ -26,14 +27,13 @@ import copy
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-import hwmodels
 from evomp._errors import EvompError
 from evomp.quant import (
     QuantModel,
@@ -45,6 +45,9 @@ from evomp.quant import (
 )
 from evomp.space import QUANTIZABLE
 from evomp.tasks import Task, TensorData, batches, evaluate_model, make_adam
+
+if TYPE_CHECKING:
+    from evomp.objectives import Objectives
 
 __all__ = [
     "SearchLayer",
@@ -374,92 +377,88 @@ def predecessors(table: Any) -> np.ndarray:
     return out
 
 
+#: The differentiable baselines' named costs: kind -> (metric, model, fixed parameters,
+#: scale). ``size`` is the DNAS model size, ``fan_in x bits`` per channel: the memory
+#: model's packed weights without per-channel scale or bias, in bits.
+PROXIES: dict[str, tuple[str, str, dict[str, Any], float]] = {
+    "size": ("weight_bytes", "memory", {"qparam_bits": 0, "bias_bits": 0}, 8.0),
+    "bitops": ("bitops", "bitops", {}, 1.0),
+    "mpic": ("mpic_cycles", "mpic", {"group_overhead_cycles": 0.0}, 1.0),
+}
+
+
+def _objectives_of(ctx: Any, metric: str) -> Objectives:
+    """The run's objectives as the CLI builds them, for a caller that passed none."""
+    from evomp.objectives import Objectives
+
+    s = getattr(ctx.spec, "search", None)
+    hardware = tuple(getattr(s, "hardware", ()))
+    return Objectives(ctx.space.table, ("accuracy", metric), hardware=hardware,
+                      hw_params=dict(getattr(ctx.spec, "hw", {}) or {}))
+
+
 def cost_lut(ctx: Any, kind: str, options: Sequence[tuple[tuple[int, ...], tuple[int, ...]]],
-             ) -> list[torch.Tensor]:
+             objectives: Objectives | None = None) -> list[torch.Tensor]:
     """Per-layer cost per channel, ``(len(a_opts), len(w_opts))`` float tensors.
 
+    Every figure comes from the run's hardware models, found through ``objectives``
+    (:meth:`~evomp.objectives.Objectives.lookup`) and costed in one vectorized call
+    (:meth:`~evomp.objectives.Objectives.uniform_layer_costs`): for every (activation,
+    weight) pair of the options, the layer's figure with all its channels at ``w`` and
+    its input at ``a`` (a layer without that choice at its highest one), divided by its
+    channel count. Pruned choices (0 bits) cost 0.
+
     Args:
-        ctx: run context (``space.table``, ``spec.hw`` for model parameters).
-        kind: ``"size"`` (fan_in x weight bits), ``"bitops"`` (MACs per channel x a x w),
-            ``"mpic"`` (MACs per channel x MPIC cycles per MAC at (a, w)), or
-            ``"<model>:<metric>"`` / ``"<metric>"`` of any hardware model with a
-            per-layer breakdown (e.g. ``"latency_cycles"``): the layer's value with all
-            channels at (a, w), divided by its channel count.
+        ctx: run context (``space.table``; ``spec`` when ``objectives`` is None).
+        kind: ``"size"`` (fan_in x weight bits: the memory model's packed weights without
+            per-channel parameters), ``"bitops"`` (MACs per channel x a x w), ``"mpic"``
+            (MPIC cycles per channel, without a per-group overhead), or
+            ``"<model>:<metric>"`` / ``"<metric>"`` of any hardware model whose metric
+            adds up over layers (e.g. ``"latency_cycles"``, ``"energy_uj"``).
+        options: per layer ``(w_opts, a_opts)`` (see :func:`layer_options`).
+        objectives: the run's :class:`~evomp.objectives.Objectives`; None builds them from
+            ``ctx.spec`` as the CLI does (``[search] hardware`` and ``[hw.*]``).
 
     Raises:
-        EvompError: an unknown metric, or a bit pair the model has no figure for.
+        EvompError: an unknown metric, one that does not add up over layers, or a bit
+            pair the model has no figure for.
     """
-    t = ctx.space.table
-    luts = []
-    if kind in ("size", "bitops", "mpic"):
-        rates: dict[tuple[int, int], float] | None = None
-        if kind == "mpic":
-            try:
-                mpic = cast(hwmodels.MpicModel,
-                            hwmodels.get("mpic", **dict(ctx.spec.hw.get("mpic", {}))))
-                rates = mpic.rates
-            except (ValueError, TypeError) as e:
-                raise EvompError(f"[hw.mpic]: {e}") from e
-        for lay, (w_opts, a_opts) in zip(t.layers, options, strict=False):
-            m = np.zeros((len(a_opts), len(w_opts)))
-            for j, a in enumerate(a_opts):
-                for i, w in enumerate(w_opts):
-                    if w == 0:
-                        continue
-                    if kind == "size":
-                        m[j, i] = lay.fan_in * w
-                    elif kind == "bitops":
-                        m[j, i] = lay.macs_per_channel * a * w
-                    else:
-                        assert rates is not None  # set above when kind == "mpic"
-                        if (a, w) not in rates:
-                            raise EvompError(
-                                f"the MPIC table has no figure for {a}-bit activations and "
-                                f"{w}-bit weights; give [hw.mpic] macs_per_cycle or change "
-                                "the bit choices"
-                            )
-                        m[j, i] = lay.macs_per_channel / rates[(a, w)]
-            luts.append(torch.tensor(m, dtype=torch.float32))
-        return luts
-    model_name, _, metric = kind.rpartition(":")
+    t = ctx.space.table if objectives is None else objectives.table
+    if kind in PROXIES:
+        metric, model_name, fixed, scale = PROXIES[kind]
+    else:
+        model_name, _, metric = kind.rpartition(":")
+        fixed, scale = {}, 1.0
     try:
-        model = None
-        if not model_name:  # the run's own models first: a table's columns are metrics too
-            for h in ctx.spec.search.hardware:
-                cand = hwmodels.get(h, table=t, **dict(ctx.spec.hw.get(h, {})))
-                if metric in cand.metrics:
-                    model, model_name = cand, h
-                    break
-        if model is None:
-            model_name = model_name or hwmodels.metric_owner(metric)
-            model = hwmodels.get(model_name, table=t, **dict(ctx.spec.hw.get(model_name, {})))
-    except (KeyError, ValueError) as e:
+        obj = _objectives_of(ctx, metric) if objectives is None else objectives
+        if kind in PROXIES:
+            model = obj.model_named(model_name)
+            if any(model.get_params().get(k) != v for k, v in fixed.items()):
+                model = obj.model_named(model_name, fixed)
+        else:
+            model = obj.lookup(metric, model_name or None)
+    except EvompError as e:
         raise EvompError(
             f"no hardware model gives the cost {kind!r} ({e}); use 'size', 'bitops', 'mpic' "
             "or a metric listed by 'evomp hw list'"
         ) from e
     pairs = sorted({(a, w) for wo, ao in options for a in ao for w in wo if w > 0})
-    n = len(pairs)
-    wb = np.zeros((n, t.n_channels), dtype=np.int64)
-    ab = np.zeros((n, t.n_layers), dtype=np.int64)
-    for k, (a, w) in enumerate(pairs):
-        for li, (wo, ao) in enumerate(options):
-            wb[k, t.layer_start[li]: t.layer_start[li + 1]] = w if w in wo else max(wo)
-            ab[k, li] = a if a in ao else max(ao)
+    wb = np.array([[w if w in wo else max(wo) for wo, _ in options] for _, w in pairs],
+                  dtype=np.int64).reshape(len(pairs), len(options))
+    ab = np.array([[a if a in ao else max(ao) for _, ao in options] for a, _ in pairs],
+                  dtype=np.int64).reshape(len(pairs), len(options))
     try:
-        batch = hwmodels.BitBatch.from_bits(t, wb, ab)
-        rows = [model.breakdown_batch(batch, k) for k in range(n)]
-    except (ValueError, NotImplementedError) as e:
+        f = obj.uniform_layer_costs(metric, wb, ab, model=model)  # (P, L)
+    except EvompError as e:
         raise EvompError(f"cost {kind!r}: {e}") from e
-    if metric not in rows[0][0]:
-        raise EvompError(f"model {model_name!r} has no per-layer figure for {metric!r}")
+    index = {p: k for k, p in enumerate(pairs)}
+    luts = []
     for li, (lay, (wo, ao)) in enumerate(zip(t.layers, options, strict=False)):
         m = np.zeros((len(ao), len(wo)))
         for j, a in enumerate(ao):
             for i, w in enumerate(wo):
                 if w > 0:
-                    k = pairs.index((a, w))
-                    m[j, i] = rows[k][li][metric] / max(lay.out_channels, 1)
+                    m[j, i] = f[index[(a, w)], li] / max(lay.out_channels, 1) * scale
         luts.append(torch.tensor(m, dtype=torch.float32))
     return luts
 

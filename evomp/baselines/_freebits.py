@@ -130,12 +130,11 @@ def genomes_from_run(run_dir: Path, table: LayerTable) -> np.ndarray:
 def freebits_method(ctx: RunContext, objectives: Objectives, opts: BaselineOptions
                     ) -> BaselineResult:
     """Refine ``--from DIR``'s front (or the uniform and ILP outputs) for latency."""
-    from evomp.baselines._ilp import metric_model
     from evomp.baselines._uniform import uniform_genomes
 
     p = check_params("freebits", opts.params, DEFAULTS)
     metric = p["metric"] or _default_metric(objectives)
-    model = metric_model(ctx, objectives, metric)
+    model = objectives.lookup(metric)
     table = ctx.space.table
     src_cpu: float | None = None
     ilp_params = None

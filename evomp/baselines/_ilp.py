@@ -41,10 +41,9 @@ import numpy as np
 from scipy import sparse
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-import hwmodels
 from evomp._errors import EvompError
 from evomp.baselines._registry import BaselineOptions, BaselineResult, check_params, register_method
-from hwmodels import BitBatch, HardwareModel, LayerTable, MemoryModel
+from hwmodels import HardwareModel, LayerTable, MemoryModel
 
 if TYPE_CHECKING:
     from evomp.objectives import Objectives
@@ -141,7 +140,8 @@ def budget_cost(table: LayerTable, model: HardwareModel, metric: str, *, check: 
     """Derive the ILP coefficients of ``metric`` from ``model`` and check them.
 
     Per-layer costs are probed on uniform configurations (every channel at ``w``, every
-    input at ``a``) through the model's additive per-layer breakdown; a free channel's
+    input at ``a``), all in one vectorized call of the model's per-layer costs
+    (:meth:`hwmodels.HardwareModel.layer_cost_bits`); a free channel's
     coefficient is the layer's cost increase over the all-pruned layer, per channel.
     The result is then compared with ``model.cost`` on ``check`` random configurations.
 
@@ -169,13 +169,12 @@ def budget_cost(table: LayerTable, model: HardwareModel, metric: str, *, check: 
     wb = np.array([[w] * table.n_channels for w, _ in pairs], dtype=np.int64)
     ab = np.array([[a] * table.n_layers for _, a in pairs], dtype=np.int64)
     try:
-        batch = BitBatch.from_bits(table, wb, ab)
-        rows = [model.breakdown_batch(batch, r) for r in range(len(pairs))]
+        per = model.layer_cost_bits(table, wb, ab)
     except ValueError as e:
         raise EvompError(f"cannot probe {metric!r} of model {model.name!r}: {e}") from e
-    if any(probe_metric not in r[0] for r in rows):
+    if probe_metric not in per:
         raise EvompError(_not_linear(metric, model, "it has no additive per-layer breakdown"))
-    f = np.array([[row[probe_metric] for row in r] for r in rows])  # (P, L)
+    f = per[probe_metric]  # (P, L)
     f = f.reshape(len(w_lev), len(a_lev), table.n_layers).transpose(2, 0, 1)  # (L, W, A)
     out_ch = np.array([max(lay.out_channels, 1) for lay in table.layers], dtype=np.float64)
     zero = w_lev.index(0)
@@ -647,19 +646,6 @@ def objective_value(table: LayerTable, w_term: np.ndarray, a_term: np.ndarray,
 
 
 # ------------------------------------------------------------------------- method
-def metric_model(ctx: RunContext, objectives: Objectives, metric: str) -> HardwareModel:
-    """The run's instance of the model providing ``metric`` (built if not an objective)."""
-    for m in objectives.models.values():
-        if metric in m.metrics:
-            return m
-    try:
-        owner = hwmodels.metric_owner(metric)
-        return hwmodels.get(owner, table=ctx.space.table, **dict(ctx.spec.hw.get(owner, {})))
-    except (KeyError, ValueError) as e:
-        raise EvompError(f"no hardware model provides metric {metric!r}; see 'evomp hw list'"
-                         ) from e
-
-
 def layer_table(table: LayerTable, granularity: str) -> LayerTable:
     """``table`` at another granularity (same layers and choices)."""
     if granularity == table.granularity:
@@ -696,7 +682,7 @@ def ilp_method(ctx: RunContext, objectives: Objectives, opts: BaselineOptions
                          "set [space] granularity = 'channel' or use 'layer'")
     solve_table = layer_table(table, gran)
     metric = p["metric"] or objectives.hw_metrics[0]
-    model = metric_model(ctx, objectives, metric)
+    model = objectives.lookup(metric)
     cost = budget_cost(solve_table, model, metric, seed=ctx.spec.seed)
     s = ctx.spec.search
     prof = run_profile(ctx, method=s.sensitivity, probes=s.probes)

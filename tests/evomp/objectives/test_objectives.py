@@ -98,3 +98,52 @@ def test_callable_model_receives_a_bitconfig() -> None:
                                             "metrics": ["device_ms"],
                                             "config_factory": dict}})
     assert o2.costs(t.uniform(8, 8))["device_ms"][0] == 3
+
+
+# ------------------------------------------------------------ model look-up, per layer
+def test_lookup_prefers_the_runs_models_and_keeps_others_aside() -> None:
+    t = _table()
+    o = Objectives(t, ["accuracy", "energy_uj"], hardware=["memory"],
+                   hw_params={"mpic": {"power_mw": 10.0}, "pulp": {"preset": "xpulpnn"}})
+    assert o.lookup("energy_uj") is o.models["mpic"] is o.model_for("mpic_cycles")
+    lat = o.lookup("latency_cycles")  # no objective: built from its [hw.pulp] parameters
+    assert lat.name == "pulp" and lat.get_params()["preset"] == "xpulpnn"
+    assert o.lookup("latency_ms") is lat and o.model_named("pulp") is lat  # built once
+    assert "pulp" not in o.models and "latency_cycles" not in o.costs(t.uniform(8, 8))
+    proxy = o.lookup("weight_bytes", "memory", {"qparam_bits": 0, "bias_bits": 0})
+    assert proxy is not o.models["memory"] and proxy.get_params()["qparam_bits"] == 0
+    assert o.lookup("weight_bytes", "memory", {"qparam_bits": 0, "bias_bits": 0}) is proxy
+    with pytest.raises(EvompError, match="no hardware model provides metric 'joules'"):
+        o.lookup("joules")
+    with pytest.raises(EvompError, match="has no metric 'bitops'"):
+        o.lookup("bitops", "memory")
+    with pytest.raises(EvompError, match="no hardware model named"):
+        o.model_named("nosuchmodel")
+
+
+def test_layer_costs_and_uniform_layer_costs() -> None:
+    t = _table()
+    o = Objectives(t, ["accuracy", "memory_bytes", "bitops"], hardware=["memory", "bitops"])
+    G = np.concatenate([t.uniform(8, 8), t.uniform(2, 4)])
+    per = o.layer_costs(G)
+    assert set(per) == {"weight_bytes", "bitops"}  # the peak buffer does not add up
+    costs = o.costs(G)
+    for m, v in per.items():
+        assert v.shape == (2, t.n_layers)
+        np.testing.assert_allclose(v.sum(axis=1), costs[m], rtol=1e-12)
+    mpc = np.array([lay.macs_per_channel for lay in t.layers])
+    oc = np.array([lay.out_channels for lay in t.layers])
+    np.testing.assert_array_equal(per["bitops"][1], oc * 2 * mpc * 4)
+    assert list(o.layer_costs(G, ["bitops"])) == ["bitops"]
+    with pytest.raises(EvompError, match="per layer"):
+        o.layer_costs(G, ["memory_bytes"])
+    # layer by layer bits, also outside the choices (3-bit weights) and pruned layers
+    w = np.array([[8, 3, 0], [2, 2, 2]])
+    a = np.array([[8, 5, 8], [2, 4, 8]])
+    u = o.uniform_layer_costs("bitops", w, a)
+    np.testing.assert_array_equal(u, oc * mpc * w * a)
+    assert o.uniform_layer_costs("weight_bytes", w, a)[0, 2] == 0.0
+    with pytest.raises(EvompError, match="does not add up"):
+        o.uniform_layer_costs("activation_bytes", w, a)
+    with pytest.raises(EvompError, match="no MACs-per-cycle figure"):
+        o.uniform_layer_costs("mpic_cycles", w, a)
