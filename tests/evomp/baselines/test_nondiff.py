@@ -434,7 +434,8 @@ def test_freebits_method_from_a_run_dir(fake_ctx, tmp_path: Path) -> None:
     layer_space = ctx.space.with_granularity("layer")  # a layer-wise run, refined channel-wise
     G = np.stack([layer_space.uniform(2, 2)[0], layer_space.uniform(4, 8)[0]])
     (d / "space.json").write_text(layer_space.table.to_json())
-    (d / "front.csv").write_text("id,val_accuracy\np0,0.9\np1,0.95\n")
+    (d / "front.csv").write_text(f"id,genome_hash,val_accuracy\np0,{genome_hash(G[0])},0.9\n"
+                                 f"p1,{genome_hash(G[1])},0.95\n")
     (d / "front.json").write_text(json.dumps(
         {f"p{i}": {"genome": genome_to_hex(g)} for i, g in enumerate(G)}))
     res = METHODS["freebits"](ctx, obj, BaselineOptions(from_dir=d))
@@ -456,7 +457,8 @@ def _source_run(d: Path, space, cpu: float | None) -> Path:
     d.mkdir(parents=True)
     G = np.concatenate([space.uniform(2, 2), space.uniform(4, 8)])
     (d / "space.json").write_text(space.table.to_json())
-    (d / "front.csv").write_text("id,val_accuracy\np0,0.9\np1,0.95\n")
+    (d / "front.csv").write_text(f"id,genome_hash,val_accuracy\np0,{genome_hash(G[0])},0.9\n"
+                                 f"p1,{genome_hash(G[1])},0.95\n")
     (d / "front.json").write_text(json.dumps(
         {f"p{i}": {"genome": genome_to_hex(g)} for i, g in enumerate(G)}))
     if cpu is not None:
