@@ -223,14 +223,25 @@ def mask_url(url: str) -> str:
     return u.set(query=query).render_as_string(hide_password=True).replace("%2A%2A%2A", _MASK)
 
 
+def _one_line(e: BaseException) -> str:
+    """A database error on one line (the driver's message, without SQLAlchemy's pointer to
+    its documentation)."""
+    text = str(getattr(e, "orig", None) or e)
+    lines = [ln.strip() for ln in text.splitlines()
+             if ln.strip() and not ln.strip().startswith("(Background on this error")]
+    return " ".join(lines)
+
+
 def _without_password(url: str) -> str:
     """A masked URL with the password left out (libpq then reads ``PGPASSWORD`` or
     ``~/.pgpass``)."""
-    from sqlalchemy.engine import make_url
+    from sqlalchemy.engine import URL, make_url
 
     u = make_url(url)
     query = {k: v for k, v in u.query.items() if k.lower() not in PASSWORD_KEYS}
-    return u.set(password=None, query=query).render_as_string(hide_password=False)
+    bare = URL.create(u.drivername, username=u.username, password=None, host=u.host,
+                      port=u.port, database=u.database, query=query)
+    return bare.render_as_string(hide_password=False)
 
 
 def load_run_study(run_dir: Path, storage: str | None = None,
@@ -255,11 +266,12 @@ def load_run_study(run_dir: Path, storage: str | None = None,
         except Exception as e:
             if masked:
                 raise EvompError(
-                    f"cannot open the run's database {url}: {e}; its password is not written "
+                    f"cannot open the run's database {url}: {_one_line(e)}; its password is "
+                    "not written "
                     "down: pass --storage with the full URL, or give the password where the "
                     "database client finds it (PGPASSWORD or ~/.pgpass for PostgreSQL)") from e
-            raise EvompError(f"cannot open the run's database {mask_url(url)}: {e}; pass "
-                             "--storage URL") from e
+            raise EvompError(f"cannot open the run's database {mask_url(url)}: "
+                             f"{_one_line(e)}; pass --storage URL") from e
         storage_obj: Any = target
     else:
         if not rd.journal.is_file():
