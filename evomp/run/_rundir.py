@@ -312,6 +312,12 @@ class RunDir:
         return self.path / "pymoo_state.npz"
 
     @property
+    def artifacts(self) -> Path:
+        """The default Optuna artifact store (the spec, float weights and profile every
+        worker loads)."""
+        return self.path / "artifacts"
+
+    @property
     def lock(self) -> Path:
         """The owner lock of the directory (host and pid of the owner)."""
         return self.path / ".lock"

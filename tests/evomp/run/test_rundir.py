@@ -58,7 +58,8 @@ def test_every_file_has_one_name_inside_the_directory(tmp_path: Path) -> None:
     rd = RunDir(tmp_path / "r")
     names = ["spec", "space", "journal", "storage_note", "progress", "sensitivity",
              "float_model", "evaluations_jsonl", "evaluations_csv", "front_csv", "front_json",
-             "run_json", "run_log", "models", "quality_csv", "pymoo_state", "lock", "report"]
+             "run_json", "run_log", "models", "quality_csv", "pymoo_state", "artifacts", "lock",
+             "report"]
     paths = [getattr(rd, n) for n in names]
     assert all(p.parent == rd.path for p in paths)
     assert len({p.name for p in paths}) == len(paths)
