@@ -16,8 +16,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", help="Optuna sampler: nsga2, nsga3, tpe, gp")
     p.add_argument("--storage", help="Optuna storage URL (default: a journal file in the run dir)")
     p.add_argument("--budget", type=int, help="number of true (short-QAT) evaluations")
-    p.add_argument("--jobs", type=int, help="parallel evaluations (joblib, loky)")
-    p.add_argument("--scheduler", help="dask.distributed scheduler address (dask backend)")
+    p.add_argument("--jobs", type=int, help="local worker processes (1: this process "
+                   "evaluates; 0: only external 'evomp worker' processes evaluate)")
+    p.add_argument("--mode", choices=["auto", "rounds", "async"],
+                   help="synchronous rounds (deterministic) or asynchronous (the queue kept "
+                   "full); auto: async with --storage, rounds otherwise")
+    p.add_argument("--artifacts", help="artifact store path every worker sees (default "
+                   "<run dir>/artifacts)")
+    p.add_argument("--scheduler", help="dask.distributed scheduler address: start the "
+                   "--jobs workers on that cluster")
     p.add_argument("--seed", type=int, help="random seed (overrides the spec)")
     p.add_argument("--threads", type=int, help="torch threads of this process")
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -36,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         spec = dataclasses.replace(spec, seed=args.seed)
     # command-line overrides go into the spec, so the run directory's spec.toml is the
     # resolved one
-    over = {k: getattr(args, k) for k in ("engine", "sampler", "budget", "jobs")
+    over = {k: getattr(args, k) for k in ("engine", "sampler", "budget", "jobs", "mode")
             if getattr(args, k) is not None}
     if over:
         spec = dataclasses.replace(spec, search=dataclasses.replace(spec.search, **over))
@@ -51,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet and not args.no_reference:
         print_reference(ctx)
     search = Search.from_context(
-        ctx, SearchOptions(scheduler=args.scheduler, progress=not args.quiet),
+        ctx, SearchOptions(scheduler=args.scheduler, progress=not args.quiet,
+                           artifacts=args.artifacts),
         storage=args.storage,
     )
     front = search.run()

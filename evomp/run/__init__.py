@@ -45,9 +45,10 @@ from evomp.run._spec import (
     parse_spec,
     spec_to_toml,
 )
-from evomp.run._storage import load_run_study, mask_url, open_storage
+from evomp.run._storage import check_storage_url, load_run_study, mask_url, open_storage
 
 __all__ = [
+    "check_storage_url",
     "RunDir",
     "RunLock",
     "atomic_write_bytes",

@@ -34,6 +34,10 @@ __all__ = [
 
 
 TASKS = ("mnist1d", "digits", "npz")
+#: ``search.mode``: synchronous rounds (deterministic for a seed, whatever the number of
+#: workers), asynchronous (the queue kept full; refit as results land), or ``auto``: async
+#: when the study is in a database (a cluster), rounds otherwise
+MODES = ("auto", "rounds", "async")
 """Task kinds (``task.name``)."""
 
 
@@ -188,8 +192,10 @@ class SearchSpec:
     surrogate: str = "auto"
     sensitivity: str = "hutchinson"
     probes: int = 16
+    mode: str = "auto"
 
     def __post_init__(self) -> None:
+        _one_of("search.mode", self.mode, MODES)
         # the names are checked against the registries the parts are built from (lazily:
         # those live on higher floors, and a plugin may have registered more)
         from evomp.engines import ALGORITHMS, ENGINES, SAMPLERS
@@ -203,7 +209,8 @@ class SearchSpec:
                                      ("surrogate", self.surrogate, SURROGATES)):
             _one_of(f"search.{key}", value, registry.names())
         _one_of("search.sensitivity", self.sensitivity, METHODS)
-        for k in ("budget", "initial", "per_round", "generations", "jobs", "final_max",
+        _at_least("search.jobs", self.jobs, 0)
+        for k in ("budget", "initial", "per_round", "generations", "final_max",
                   "probes"):
             _at_least(f"search.{k}", getattr(self, k), 1)
         _at_least("search.population", self.population, 2)

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+from evomp.search._artifacts import fetch_artifact, publish_artifacts
 from evomp.search._loop import Search, SearchOptions
 from evomp.search._parts import SearchParts, anchor_genomes, build_parts
+from evomp.search._queue import Queue, QueuedTrial, open_queue_storage
 from evomp.search._store import Record, Store
 from evomp.search._surrogate import (
     SELECTIONS,
@@ -13,7 +15,13 @@ from evomp.search._surrogate import (
     SelectionRule,
     build_surrogate,
 )
-from evomp.search._worker import Claims, run_worker
+from evomp.search._worker import (
+    WorkerCounts,
+    evaluate_task,
+    run_worker,
+    worker_context,
+    worker_device,
+)
 
 __all__ = [
     "SELECTIONS",
@@ -23,7 +31,15 @@ __all__ = [
     "SelectionRule",
     "anchor_genomes",
     "build_parts",
-    "Claims",
+    "Queue",
+    "QueuedTrial",
+    "WorkerCounts",
+    "evaluate_task",
+    "fetch_artifact",
+    "open_queue_storage",
+    "publish_artifacts",
+    "worker_context",
+    "worker_device",
     "Record",
     "Search",
     "SearchOptions",

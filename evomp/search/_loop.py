@@ -15,23 +15,30 @@ same spec again resumes: stored genomes are never trained again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
 from evomp._errors import EvompError
 from evomp.engines import Proposals, initial_design
-from evomp.evaluation import EvalResult, backend_context, evaluate_parallel
+from evomp.evaluation import EvalResult, backend_context, threads_per_worker
 from evomp.objectives import nondominated
 from evomp.run import FrontResult, RunContext, RunDir, finish_run
+from evomp.search._artifacts import artifact_store, file_sha256, publish_artifacts
+from evomp.search._local import DaskWorkers, LocalWorkers
 from evomp.search._parts import SearchParts
+from evomp.search._queue import QueuedTrial
 from evomp.search._store import Record
 from evomp.search._surrogate import SelectionContext
-from evomp.space import genome_hash, repair_all_pruned
+from evomp.search._worker import evaluate_task
+from evomp.space import genome_from_hex, genome_hash, repair_all_pruned
 
 __all__ = ["Search", "SearchOptions"]
 
@@ -48,12 +55,17 @@ class SearchOptions:
         scheduler: a dask.distributed scheduler address (the dask backend), or None.
         progress: print messages and progress bars (the CLI turns this on; the library is
             quiet by default and logs to ``run.log``).
+        mode: ``rounds`` or ``async`` (default ``search.mode``).
+        artifacts: the artifact store's path (default ``<run dir>/artifacts``; on a
+            cluster, a path every node sees).
     """
 
     budget: int | None = None
     jobs: int | None = None
     scheduler: str | None = None
     progress: bool = False
+    mode: str | None = None
+    artifacts: str | None = None
 
 
 def _canonical(r: Record) -> tuple[float, float, int]:
@@ -78,7 +90,7 @@ class Search:
         self.parts = parts
         self.s = ctx.spec.search
         self.budget = opts.budget or self.s.budget
-        self.jobs = opts.jobs or self.s.jobs
+        self.jobs = opts.jobs if opts.jobs is not None else self.s.jobs
         self.scheduler = opts.scheduler
         self.progress = opts.progress
         self.run_dir = RunDir(ctx.out)
@@ -88,6 +100,18 @@ class Search:
         self.engine = parts.engine
         self.clock = parts.clock
         self.rng = np.random.default_rng(ctx.spec.seed)
+        if parts.queue is None:
+            raise EvompError("the search's parts hold no queue: build them with build_parts")
+        self.queue = parts.queue
+        self.queue.set_distributions(parts.engine.distributions())
+        mode = opts.mode or self.s.mode
+        self.mode = mode if mode != "auto" else ("async" if parts.storage_url else "rounds")
+        self.artifacts = Path(opts.artifacts) if opts.artifacts else self.run_dir.path / "artifacts"
+        self.poll_s = 0.2
+        self._started: LocalWorkers | DaskWorkers | None = None
+        self._float_sha = ""
+        self._counted: set[int] = set()
+        self._logged: set[int] = set()
         limit = self.s.time_limit_s  # wall-clock seconds of this invocation
         self._limit = limit
         self._deadline: float | None = None  # set when run() starts
@@ -110,41 +134,64 @@ class Search:
                                     say=say), opts)
 
     # ------------------------------------------------------------ evaluation
-    def _evaluate_and_record(self, props: Proposals, round_: int, source: str,
-                             predicted: tuple[np.ndarray, np.ndarray] | None = None
-                             ) -> tuple[np.ndarray, list[EvalResult]]:
-        """Evaluate ``props`` (short QAT) and record each result in the study as it
-        finishes, with its hardware costs.
-
-        Returns ``(rows evaluated, their results)``: past the run's time limit, rows that
-        had not started are skipped (they stay unevaluated; a resumed run may pick them
-        again).
-        """
-        G = props.genomes
-        if len(G) == 0:
+    def _evaluate(self, props: Proposals, round_: int, source: str,
+                  predicted: tuple[np.ndarray, np.ndarray] | None = None
+                  ) -> tuple[np.ndarray, list[EvalResult]]:
+        """Queue ``props`` for a short QAT and wait until every one has landed (a rounds
+        step). Returns ``(rows evaluated, their results)``: past the run's time limit, rows
+        not started stay queued (a resumed run evaluates them)."""
+        if len(props) == 0:
             return np.zeros(0, np.int64), []
-        costs = self.objectives.costs(G)
-        dists = self.engine.distributions()
-        ran: list[int] = []
+        hashes = self.queue.enqueue(props, "short", round_=round_, source=source,
+                                    predicted=predicted)
+        self._drain("short")
+        done = {r.genome_hash: r for r in self.store.records()}
+        ran = [i for i, h in enumerate(hashes) if h in done]
+        return np.array(ran, dtype=np.int64), [done[hashes[i]].result() for i in ran]
 
-        def record(i: int, r: EvalResult) -> None:  # as each evaluation finishes
-            ran.append(i)
-            p = props.params[i] if props.params else None
-            extra: dict[str, Any] = {"slot": i}  # row in its batch: the canonical order
-            if predicted is not None:
-                extra.update(predicted_accuracy=float(predicted[0][i]),
-                             predicted_std=float(predicted[1][i]))
-            self.store.record(G[i], r, {k: v[i] for k, v in costs.items()}, round_=round_,
-                              source=source, params=p, distributions=dists if p else None,
-                              extra=extra)
+    def _drain(self, fidelity: str) -> None:
+        """Wait until no trial of ``fidelity`` is pending, evaluating in this process when
+        it has no worker processes. Past the deadline short trials that no one started are
+        left queued."""
+        bar = None
+        while True:
+            self.queue.fail_stale()
+            pending = self.queue.pending(fidelity)
+            if not pending:
+                break
+            late = fidelity == "short" and self._past_deadline()
+            if late and all(t.state == TrialState.WAITING for t in pending):
+                break
+            if bar is None and self.progress:
+                bar = tqdm(total=len(pending), desc=f"{fidelity} evaluations", leave=False)
+            if self.jobs <= 1 and not late:
+                task = self.queue.take((fidelity,))
+                if task is not None:
+                    self._evaluate_here(task)
+                    if bar is not None:
+                        bar.update(1)
+                    continue
+            time.sleep(self.poll_s)
+        if bar is not None:
+            bar.close()
+        self._count_worker_cpu()
 
-        with backend_context(self.scheduler) as backend:
-            results, wcpu = evaluate_parallel(
-                self.ctx.evaluator, G, "short", jobs=self.jobs, backend=backend,
-                on_result=record, progress=self.progress and f"{source} evaluations",
-                deadline=self._deadline)
-        self.clock.add_workers(wcpu)
-        return np.array(sorted(ran), dtype=np.int64), results
+    def _evaluate_here(self, task: QueuedTrial) -> EvalResult:
+        """Evaluate a taken trial in this process (the controller is its own worker)."""
+        final = task.fidelity == "final"
+        return evaluate_task(self.queue, self.ctx.evaluator, self.objectives, task,
+                             float_sha=self._float_sha,
+                             save_dir=self.run_dir.models if final else None)
+
+    def _count_worker_cpu(self) -> None:
+        """Add the CPU seconds of evaluations other processes made in this session."""
+        for fid in ("short", "final"):
+            for r in self.store.records(fid):
+                if r.number in self._counted:
+                    continue
+                self._counted.add(r.number)
+                if r.worker and r.worker != self.queue.worker_id:
+                    self.clock.add_workers(r.cpu_seconds)
 
     def _true_data(self) -> tuple[np.ndarray, np.ndarray, list[Record]]:
         """Successful true evaluations in a canonical order (round, then row within its
@@ -171,29 +218,76 @@ class Search:
         ctx = self.ctx
         self._deadline = time.time() + self._limit if self._limit else None
         prev = self.run_dir.read_progress()
+        self._publish()
         records = self.store.records()
+        self._counted = {r.number for fid in ("short", "final") for r in self.store.records(fid)}
         self._seed_cache(records)
         if records:
             log.info("resuming: %d true evaluations in the study", len(records))
             self._say(f"resuming: {len(records)} true evaluations already stored")
-        # 2. initial design
-        need = min(self.s.initial, self.budget) - len(records)
-        if need > 0:
-            props = self._initial(min(self.s.initial, self.budget))
-            done = {r.genome_hash for r in records}
-            keep = []
-            for i, g in enumerate(props.genomes):  # each genome once, none already stored
-                h = genome_hash(g)
-                if h not in done:
-                    done.add(h)
-                    keep.append(i)
-            keep = keep[:need]
-            self._say(f"initial design: {len(keep)} true evaluations (short QAT, "
-                      f"{ctx.evaluator.qat.steps} steps)")
-            self._evaluate_and_record(props.take(keep), 0, "initial")
-            self.run_dir.update_progress(cpu_seconds=self.clock.seconds)
-        # 3. rounds
-        round_ = int(prev.get("round", 0))
+        with self._workers():
+            # evaluations queued by an earlier session (a killed controller) land first
+            if self.queue.pending("short"):
+                self._say(f"{len(self.queue.pending('short'))} queued evaluations of an "
+                          "earlier session: evaluating them first")
+                self._drain("short")
+            # 2. initial design
+            records = self.store.records()
+            need = min(self.s.initial, self.budget) - len(records)
+            if need > 0:
+                props = self._initial(min(self.s.initial, self.budget))
+                done = {r.genome_hash for r in records}
+                keep = []
+                for i, g in enumerate(props.genomes):  # each genome once, none stored
+                    h = genome_hash(g)
+                    if h not in done:
+                        done.add(h)
+                        keep.append(i)
+                keep = keep[:need]
+                self._say(f"initial design: {len(keep)} true evaluations (short QAT, "
+                          f"{ctx.evaluator.qat.steps} steps)")
+                if self.mode == "rounds":
+                    self._evaluate(props.take(keep), 0, "initial")
+                else:
+                    self.queue.enqueue(props.take(keep), "short", round_=0, source="initial")
+                self.run_dir.update_progress(cpu_seconds=self.clock.seconds)
+            # 3. rounds, or the asynchronous loop
+            round_ = int(prev.get("round", 0))
+            if self.mode == "async":
+                round_ = self._run_async(round_)
+            else:
+                round_ = self._run_rounds(round_)
+            # 5. verify (queued as well, so a cluster verifies in parallel)
+            front = self._verify(round_)
+            self.queue.study.set_user_attr("state", "done")
+        return front
+
+    def _publish(self) -> None:
+        """Publish the run's artifacts once and tell the workers the deadline."""
+        rd = self.run_dir
+        files = {"spec": rd.spec, "float": rd.float_model, "sensitivity": rd.sensitivity}
+        publish_artifacts(self.queue.study, self.artifacts,
+                          {k: v for k, v in files.items() if v.is_file()})
+        self._float_sha = file_sha256(rd.float_model) if rd.float_model.is_file() else ""
+        self.queue.study.set_user_attr("deadline", self._deadline)
+        self.queue.study.set_user_attr("state", "running")
+
+    def _workers(self) -> contextlib.AbstractContextManager[Any]:
+        """The worker processes this controller starts: ``jobs`` local ones (or on the
+        dask cluster); none for ``jobs <= 1`` (the controller evaluates) or ``jobs = 0``
+        (only external workers evaluate)."""
+        if self.jobs <= 1 and self.scheduler is None:
+            return contextlib.nullcontext()
+        threads = threads_per_worker(max(1, self.jobs))
+        args = (self.run_dir.path, self.queue.study.study_name, threads,
+                self.parts.storage_url, str(self.artifacts))
+        if self.scheduler is not None:
+            self._started = DaskWorkers(self.scheduler, max(1, self.jobs), *args)
+        else:
+            self._started = LocalWorkers(self.jobs, *args)
+        return self._started
+
+    def _run_rounds(self, round_: int) -> int:
         bar = tqdm(total=self.budget, initial=min(self.store.n_true(), self.budget),
                    desc="true evaluations", disable=not self.progress, leave=False)
         while self.store.n_true() < self.budget:
@@ -208,8 +302,55 @@ class Search:
                     self._say("the engine proposed nothing new; stopping the rounds")
                 break
         bar.close()
-        # 5. verify
-        return self._verify(round_)
+        return round_
+
+    def _run_async(self, round_: int) -> int:
+        """Keep the queue full (twice the live workers) and refit as results land; the
+        pending candidates count in the selection (their predicted accuracy is believed,
+        as a kriging believer), so the queue does not fill with near-duplicates."""
+        model: Any = None
+        n_fit = -1
+        stuck = False
+        while True:
+            self.queue.fail_stale()
+            if self._started is not None:
+                self._started.check()
+            n_done = self.store.n_true()
+            pending = self.queue.pending("short")
+            if n_done >= self.budget or self._past_deadline() or (stuck and not pending):
+                break
+            X, y, recs = self._true_data()
+            if len(X) >= 3 and len(X) != n_fit:
+                round_ += 1
+                model = self._fit(X, y)
+                n_fit = len(X)
+                self._log_landed(round_, len(X))
+                self.run_dir.update_progress(round=round_, cpu_seconds=self.clock.seconds)
+            live = self.queue.live_workers() + (1 if self.jobs <= 1 else 0)
+            room = min(2 * max(1, live) - len(pending), self.budget - n_done - len(pending))
+            if room > 0 and model is not None and not stuck:
+                got = self._choose(round_, model, X, y, recs, room, pending)
+                if got is None:
+                    stuck = True
+                    self._say("the engine proposed nothing new; finishing what is queued")
+                else:
+                    props, mean, std = got
+                    self.queue.enqueue(props, "short", round_=round_, source="round",
+                                       predicted=(mean, std))
+                    continue
+            if self.jobs <= 1:
+                task = self.queue.take(("short",))
+                if task is not None:
+                    self._evaluate_here(task)
+                    continue
+            if not pending and model is None and n_done < 3:
+                raise EvompError(self._too_few(n_done))
+            time.sleep(self.poll_s)
+        self._drain("short")
+        X, _, _ = self._true_data()
+        if len(X) != n_fit:
+            self._log_landed(round_, len(X))
+        return round_
 
     def _seed_cache(self, records: list[Record]) -> None:
         """Stored results answer the evaluator's cache: nothing stored is trained again."""
@@ -217,17 +358,41 @@ class Search:
         for r in records:
             ev.cache[(r.genome_hash, r.fidelity)] = r.result()
 
-    def _round(self, round_: int) -> int:
-        X, y, recs = self._true_data()
-        if len(X) < 3:
-            where = (f"in {self.run_dir.evaluations_csv}" if self.run_dir.evaluations_csv.is_file()
-                     else f"in the study's failed trials ('evomp status {self.ctx.out}')")
-            raise EvompError(
-                f"only {len(X)} successful true evaluations: too few to fit a surrogate "
-                f"(raise search.initial, or check why evaluations fail {where})"
-            )
+    def _too_few(self, n: int) -> str:
+        where = (f"in {self.run_dir.evaluations_csv}" if self.run_dir.evaluations_csv.is_file()
+                 else f"in the study's failed trials ('evomp status {self.ctx.out}')")
+        return (f"only {n} successful true evaluations: too few to fit a surrogate (raise "
+                f"search.initial, or check why evaluations fail {where})")
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> Any:
         model = self.parts.surrogate()
         model.fit(X, y)
+        return model
+
+    def _round(self, round_: int) -> int:
+        """One synchronous round: fit, propose, select, evaluate, log. Returns how many
+        candidates were evaluated."""
+        X, y, recs = self._true_data()
+        if len(X) < 3:
+            raise EvompError(self._too_few(len(X)))
+        model = self._fit(X, y)
+        k = self.budget - self.store.n_true()
+        got = self._choose(round_, model, X, y, recs, min(self.s.per_round, k), [])
+        if got is None:
+            return 0
+        props, mean, std = got
+        ran, results = self._evaluate(props, round_, "round", predicted=(mean, std))
+        if len(results):
+            self._log_quality(round_, len(X), results, mean[ran], model)
+        return len(results)
+
+    def _choose(self, round_: int, model: Any, X: np.ndarray, y: np.ndarray,
+                recs: list[Record], k: int, pending: list[FrozenTrial]
+                ) -> tuple[Proposals, np.ndarray, np.ndarray] | None:
+        """Let the engine search on the surrogate and pick up to ``k`` fresh candidates
+        (neither evaluated nor pending). Pending candidates count as observed at their
+        predicted accuracy. Returns ``(chosen, predicted mean, predicted std)`` or None
+        when nothing new is proposed."""
         obj = self.objectives
 
         def cheap(G: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -239,6 +404,7 @@ class Search:
         front = nondominated(obj.matrix(y, costs_true))
         props = self._repaired(self.engine.propose(cheap, self.s.generations, inject=X[front]))
         seen = {r.genome_hash for r in self.store.records()}
+        seen |= {str(t.user_attrs["genome_hash"]) for t in pending}
         props = self._fresh(props, seen)
         if len(props) == 0:
             # the engine converged onto evaluated genomes (e.g. a refinement that maps many
@@ -250,20 +416,22 @@ class Search:
                 R = self.parts.refiner.apply(R)
             props = self._fresh(self._repaired(Proposals(R.astype(np.int8))), seen)
             if len(props) == 0:
-                return 0
+                return None
             self._say(f"round {round_}: the engine proposed only evaluated genomes; "
                       "choosing among random ones")
         pool = props.genomes
-        k = min(self.s.per_round, self.budget - self.store.n_true(), len(pool))
+        k = min(k, len(pool))
         mean, std = model.predict(pool, return_std=True)
+        y_sel, costs_sel = y, costs_true
+        if pending:  # believed at their predicted accuracy
+            P = np.stack([genome_from_hex(t.user_attrs["genome"]) for t in pending])
+            y_sel = np.concatenate([y, np.clip(model.predict(P), 0.0, 1.0)])
+            pc = obj.costs(P)
+            costs_sel = {m: np.concatenate([costs_true[m], pc[m]]) for m in costs_true}
         chosen = self.parts.selection(SelectionContext(
-            pool=pool, mean=mean, std=std, pool_costs=obj.costs(pool), y=y,
-            true_costs=costs_true, objectives=obj, rng=self.rng), k)
-        ran, results = self._evaluate_and_record(props.take(chosen), round_, "round",
-                                                 predicted=(mean[chosen], std[chosen]))
-        if len(results):
-            self._log_quality(round_, len(X), results, mean[chosen][ran], model)
-        return len(results)
+            pool=pool, mean=mean, std=std, pool_costs=obj.costs(pool), y=y_sel,
+            true_costs=costs_sel, objectives=obj, rng=self.rng), k)
+        return props.take(chosen), mean[chosen], std[chosen]
 
     def _past_deadline(self) -> bool:
         """Whether the time limit has passed (and say so once)."""
@@ -284,24 +452,59 @@ class Search:
 
     def _log_quality(self, round_: int, n_train: int, results: list[EvalResult],
                      predicted: np.ndarray, model: Any) -> None:
+        ok = np.array([not r.failed for r in results], dtype=bool)
+        meas = np.array([r.val_accuracy for r in results])[ok]
+        est = model[-1]
+        name = getattr(est, "best_name_", None) or type(est).__name__
+        self._quality_row(round_, n_train, meas, np.asarray(predicted)[ok], str(name))
+
+    def _log_landed(self, round_: int, n_train: int) -> None:
+        """Asynchronous mode: the quality of the round candidates that landed since the
+        last refit, each predicted before it was trained."""
+        new = [r for r in self.store.records() if r.source == "round" and not r.failed
+               and r.predicted_accuracy is not None and r.number not in self._logged]
+        self._logged |= {r.number for r in new}
+        if new:
+            self._quality_row(round_, n_train, np.array([r.val_accuracy for r in new]),
+                              np.array([r.predicted_accuracy for r in new]), self.s.surrogate)
+
+    def _pooled(self) -> dict[str, float]:
+        """Pooled out-of-sample rank quality: every round candidate's prediction, made
+        before it was trained, against its measurement; overall and among those within 5
+        points of the best measured accuracy."""
+        from scipy.stats import kendalltau
+
+        recs = [r for r in self.store.records() if r.source == "round" and not r.failed
+                and r.predicted_accuracy is not None]
+        out = {"pooled_n": float(len(recs)), "pooled_tau": float("nan"),
+               "pooled_tau_top": float("nan")}
+        if len(recs) < 3:
+            return out
+        meas = np.array([r.val_accuracy for r in recs])
+        pred = np.array([r.predicted_accuracy for r in recs], dtype=float)
+        out["pooled_tau"] = float(kendalltau(meas, pred).statistic)
+        top = meas >= meas.max() - 0.05
+        if top.sum() >= 3:
+            out["pooled_tau_top"] = float(kendalltau(meas[top], pred[top]).statistic)
+        return out
+
+    def _quality_row(self, round_: int, n_train: int, meas: np.ndarray, pred: np.ndarray,
+                     model: str) -> None:
         import surrogates
 
-        ok = np.array([not r.failed for r in results])
-        meas = np.array([r.val_accuracy for r in results])[ok]
-        pred = np.asarray(predicted)[ok]
         q = (surrogates.rank_quality(meas, pred, k=min(3, len(meas))) if len(meas) >= 2
              else {"kendall_tau": float("nan"), "spearman": float("nan"),
                    "mae": float(np.abs(meas - pred).mean()) if len(meas) else float("nan"),
-                   "topk_overlap": float("nan")})
-        est = model[-1]
-        chosen = getattr(est, "best_name_", None) or type(est).__name__
-        row = {"round": round_, "n_train": n_train, "n_new": int(ok.sum()),
-               **{k: float(v) for k, v in q.items()}, "model": str(chosen),
-               "best_new_accuracy": float(meas.max()) if len(meas) else float("nan")}
+                   "topk_overlap": float("nan"), "n": float(len(meas))})
+        row = {"round": round_, "n_train": n_train, "n_new": len(meas),
+               **{k: float(v) for k, v in q.items()}, "model": model,
+               "best_new_accuracy": float(meas.max()) if len(meas) else float("nan"),
+               **self._pooled()}
         self.run_dir.append_quality(row)
         self._say(f"round {round_}: {row['n_new']} new true evaluations, surrogate "
                   f"tau={row['kendall_tau']:.2f} spearman={row['spearman']:.2f} "
-                  f"mae={row['mae']:.3f} ({row['model']})")
+                  f"mae={row['mae']:.3f} ({row['model']}); pooled tau "
+                  f"{row['pooled_tau']:.2f}")
 
     def _verify(self, round_: int) -> FrontResult:
         X, y, recs = self._true_data()
@@ -351,10 +554,11 @@ class Search:
             "predicted_std": r.predicted_std, **{k: float(v[i]) for k, v in all_costs.items()},
         } for i, r in enumerate(all_recs)]
         url, _ = self.run_dir.read_storage_note()
-        with backend_context(self.scheduler) as backend:
+        self._final_through_queue(X[cand])
+        with backend_context(None) as backend:
             front = finish_run(
                 self.ctx, obj, X[cand], method=method, clock=self.clock,
-                jobs=self.jobs, backend=backend, prior_evaluations=prior,
+                jobs=1, backend=backend, prior_evaluations=prior,
                 progress=self.progress,
                 info={"engine": self.parts.engine_name,
                       "sampler": self.parts.sampler_name if self.parts.engine_name == "optuna"
@@ -367,6 +571,40 @@ class Search:
         self.run_dir.update_progress(round=round_, cpu_seconds=self.clock.seconds,
                                      verified=True)
         return front
+
+    def _final_through_queue(self, G: np.ndarray) -> None:
+        """Queue the final QAT (with the test score) of every candidate not yet finally
+        evaluated, wait for them, fetch the trained state dicts workers uploaded, and hand
+        the results to the evaluator's cache, so the final protocol trains nothing again."""
+        models = self.run_dir.models
+        self._seed_final()
+        ev = self.ctx.evaluator
+        todo = [i for i, g in enumerate(G) if ev.cached(g, "final", True, models) is None]
+        pend = {str(t.user_attrs["genome_hash"]) for t in self.queue.pending("final")}
+        hashes = [genome_hash(G[i]) for i in todo]
+        todo = [i for i, h in zip(todo, hashes) if h not in pend]
+        _, first = np.unique([genome_hash(G[i]) for i in todo] or [""], return_index=True)
+        todo = [todo[j] for j in sorted(first)] if todo else []
+        if todo:
+            self.queue.enqueue(Proposals(G[todo]), "final", round_=-2, source="final",
+                               with_test=True)
+        self._drain("final")
+        self._seed_final()
+
+    def _seed_final(self) -> None:
+        """Final results from the study into the evaluator's cache (fetching the state
+        dicts that workers on other nodes uploaded)."""
+        models = self.run_dir.models
+        for r in self.store.records("final"):
+            path = models / f"{r.genome_hash}-final.pt"
+            if not r.failed and not path.is_file() and r.model_artifact:
+                from optuna.artifacts import download_artifact
+
+                models.mkdir(parents=True, exist_ok=True)
+                download_artifact(artifact_store=artifact_store(self.artifacts),
+                                  file_path=str(path), artifact_id=r.model_artifact)
+            if r.failed or path.is_file():
+                self.ctx.evaluator.cache[(r.genome_hash, "final")] = r.result()
 
     def _say(self, msg: str) -> None:
         log.info(msg)

@@ -28,6 +28,7 @@ from evomp.engines import (
 from evomp.evaluation import channel_importance, run_profile
 from evomp.objectives import Objectives
 from evomp.run import CpuClock, RunContext, RunDir, open_storage
+from evomp.search._queue import Queue, open_queue_storage
 from evomp.search._store import Store
 from evomp.search._surrogate import SELECTIONS, SelectionRule, build_surrogate
 from evomp.space import repair_all_pruned
@@ -55,6 +56,7 @@ class SearchParts:
             counts).
         storage_url: the database URL, or None for the run directory's journal file.
         engine_name / sampler_name: the engine and Optuna sampler in use.
+        queue: the study as the queue between this controller and its workers.
     """
 
     objectives: Objectives
@@ -70,6 +72,7 @@ class SearchParts:
     storage_url: str | None = None
     engine_name: str = "pymoo"
     sampler_name: str = "nsga2"
+    queue: Queue | None = None
 
 
 def anchor_genomes(table: Any, encoding: CompactEncoding, profile: Any) -> np.ndarray:
@@ -134,7 +137,9 @@ def build_parts(
     from evomp.search._surrogate import SURROGATES
 
     SURROGATES.get(s.surrogate)  # an unknown name fails before anything is computed
-    store = Store(open_storage(storage, ctx.out), ctx.spec.name, objectives)
+    storage_obj = open_queue_storage(open_storage(storage, ctx.out, tell))
+    store = Store(storage_obj, ctx.spec.name, objectives)
+    queue = Queue(store, storage_obj)
     RunDir(ctx.out).write_storage_note(storage, ctx.spec.name)
     if not RunDir(ctx.out).sensitivity.is_file():
         tell(f"sensitivity profile ({s.sensitivity}, {s.probes} probes)...")
@@ -158,4 +163,4 @@ def build_parts(
     return SearchParts(objectives=objectives, store=store, profile=profile, encoding=encoding,
                        anchors=anchors, refiner=refiner, engine=eng, surrogate=surrogate,
                        selection=selection, clock=clock, storage_url=storage,
-                       engine_name=engine_name, sampler_name=sampler_name)
+                       engine_name=engine_name, sampler_name=sampler_name, queue=queue)

@@ -53,6 +53,9 @@ class Record:
         predicted_accuracy / predicted_std: the surrogate's prediction made before the
             candidate was trained (round candidates only), else None.
         costs: ``{metric: value}`` hardware costs stored with the trial.
+        test_accuracy: the test score (final QATs of front candidates), else None.
+        worker: the worker that evaluated it (``host:pid``), or "" when recorded directly.
+        model_artifact: artifact id of the trained state dict a worker uploaded, or None.
     """
 
     number: int
@@ -71,12 +74,15 @@ class Record:
     predicted_accuracy: float | None = None
     predicted_std: float | None = None
     costs: Mapping[str, float] = field(default_factory=dict)
+    test_accuracy: float | None = None
+    worker: str = ""
+    model_artifact: str | None = None
 
     def result(self) -> EvalResult:
-        """The evaluation as an :class:`~evomp.evaluation.EvalResult` (no test score)."""
+        """The evaluation as an :class:`~evomp.evaluation.EvalResult`."""
         return EvalResult(self.genome_hash, self.fidelity, self.val_accuracy,
-                          self.ptq_accuracy, None, float("nan"), self.seconds, self.failed,
-                          self.reason, self.cpu_seconds)
+                          self.ptq_accuracy, self.test_accuracy, float("nan"), self.seconds,
+                          self.failed, self.reason, self.cpu_seconds)
 
 
 def _opt_float(v: Any) -> float | None:
@@ -210,7 +216,8 @@ class Store:
             if t.number in self._decoded:
                 continue
             ua = t.user_attrs
-            if "genome" not in ua or "fidelity" not in ua:
+            if "genome" not in ua or "fidelity" not in ua or "seconds" not in ua:
+                # not a result: e.g. a queued trial failed because its worker died
                 self._decoded[t.number] = None
                 continue
             failed = t.state == TrialState.FAIL
@@ -225,6 +232,8 @@ class Store:
                 predicted_accuracy=_opt_float(ua.get("predicted_accuracy")),
                 predicted_std=_opt_float(ua.get("predicted_std")),
                 costs={k[2:]: float(v) for k, v in ua.items() if k.startswith("m.")},
+                test_accuracy=_opt_float(ua.get("test_accuracy")),
+                worker=str(ua.get("worker", "")), model_artifact=ua.get("model_artifact"),
             )
         return [r for t in trials if (r := self._decoded[t.number]) is not None
                 and r.fidelity == fidelity]

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
@@ -25,42 +26,11 @@ from evomp.evaluation._parallel import evaluate_parallel
 from evomp.run._context import open_run
 from evomp.run._spec import load_spec
 
-TINY = """
-name = "tiny"
-seed = 0
-threads = 1
 
-[task]
-name = "mnist1d"
-model = "cnn1d"
-model_kwargs = {{ width = 8 }}
-
-[pretrain]
-epochs = 3
-
-[qat]
-steps = 15
-final_steps = 30
-
-[search]
-engine = "{engine}"
-objectives = {objectives}
-hardware = ["memory", "mpic", "pulp"]
-budget = {budget}
-initial = 6
-per_round = 2
-generations = 3
-population = 12
-probes = 2
-final_max = 4
-"""
-
-
-def _spec(tmp: Path, engine: str = "pymoo", budget: int = 10,
-          objectives: str = '["accuracy", "memory_bytes"]') -> Path:
-    p = tmp / f"tiny-{engine}.toml"
-    p.write_text(TINY.format(engine=engine, budget=budget, objectives=objectives))
-    return p
+def _spec(tiny_runs: Any, tmp: Path, engine: str = "pymoo", budget: int = 10,
+          objectives: tuple[str, ...] = ("accuracy", "memory_bytes")) -> Path:
+    """The session's tiny spec (``tests/conftest.py``) with this engine, budget and objectives."""
+    return tiny_runs.spec(tmp, engine=engine, budget=budget, objectives=list(objectives))
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -75,13 +45,13 @@ def _study(run_dir: Path) -> optuna.Study:
     return optuna.load_study(study_name="tiny", storage=storage)
 
 
-def test_seeded_run_is_reproducible_and_complete(tmp_path: Path, capsys) -> None:
-    spec = _spec(tmp_path)
-    assert main(["run", str(spec), "--out", str(tmp_path / "a"), "--quiet"]) == 0
+def test_seeded_run_is_reproducible_and_complete(tiny_runs: Any, tiny_tmp: Path, capsys) -> None:
+    spec = _spec(tiny_runs, tiny_tmp)
+    a, b = tiny_runs.out(tiny_tmp, "a"), tiny_runs.out(tiny_tmp, "b")
+    assert main(["run", str(spec), "--out", str(a), "--quiet"]) == 0
     # the same run with two parallel workers: results arrive in another order, the search
     # must not care (its training data is ordered canonically)
-    assert main(["run", str(spec), "--out", str(tmp_path / "b"), "--quiet", "--jobs", "2"]) == 0
-    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["run", str(spec), "--out", str(b), "--quiet", "--jobs", "2"]) == 0
     for name in ("front.csv", "front.json", "evaluations.csv", "surrogate_quality.csv",
                  "spec.toml", "run.json", "study.journal", "sensitivity.npz"):
         assert (a / name).is_file(), name
@@ -102,22 +72,23 @@ def test_seeded_run_is_reproducible_and_complete(tmp_path: Path, capsys) -> None
     assert len([t for t in _study(a).trials if t.user_attrs.get("fidelity") == "short"]) == 10
 
 
-def test_optuna_engine_run(tmp_path: Path) -> None:
+def test_optuna_engine_run(tiny_runs: Any, tiny_tmp: Path) -> None:
     """The Optuna engine with a latency objective: compact trials, Free Bits-refined rounds."""
     from evomp.engines._refine import latency_refiner
     from evomp.objectives._objectives import Objectives
     from evomp.space._genome import genome_from_hex
 
-    spec = _spec(tmp_path, "optuna", budget=8, objectives='["accuracy", "latency_cycles"]')
-    assert main(["run", str(spec), "--out", str(tmp_path / "o"), "--sampler", "tpe",
+    spec = _spec(tiny_runs, tiny_tmp, "optuna", budget=8, objectives=("accuracy", "latency_cycles"))
+    assert main(["run", str(spec), "--out", str(tiny_runs.out(tiny_tmp, "o")), "--sampler", "tpe",
                  "--quiet"]) == 0
-    st = _study(tmp_path / "o")
-    done = [t for t in st.trials if t.state.name == "COMPLETE"]
+    st = _study(tiny_tmp / "o")
+    done = [t for t in st.trials if t.state.name == "COMPLETE"
+            and t.user_attrs["fidelity"] == "short"]
     assert len(done) == 8
     assert all("genome" in t.user_attrs for t in done)
     assert sum(bool(t.params) for t in done) >= 6  # compact params (a repaired one has none)
     assert max(len(t.params) for t in done) < 40  # compact, not one param per channel
-    ctx = open_run(load_spec(spec), tmp_path / "o", 1)
+    ctx = open_run(load_spec(spec), tiny_tmp / "o", 1)
     s = ctx.spec.search
     refine = latency_refiner(ctx.space.table, Objectives(ctx.space.table, s.objectives,
                                                          s.constraints, s.hardware))
@@ -139,10 +110,16 @@ def _short_lines(run_dir: Path) -> list[str]:
             if ln.strip() and json.loads(ln)["fidelity"] == "short"]
 
 
-def test_resume_after_sigkill(tmp_path: Path) -> None:
-    spec = _spec(tmp_path, budget=12)
-    run_dir = tmp_path / "k"
-    # warm the shared float-model cache so the killed process gets to evaluations quickly
+def _results(study: optuna.Study) -> list[Any]:
+    """Told trials (results), not queued ones nor those failed because a worker died."""
+    return [t for t in study.trials if t.state.name in ("COMPLETE", "FAIL")
+            and "seconds" in t.user_attrs]
+
+
+def test_resume_after_sigkill(tiny_runs: Any, tiny_tmp: Path) -> None:
+    spec = _spec(tiny_runs, tiny_tmp, budget=12)
+    # the session's float model and profile: the killed process gets to evaluations quickly
+    run_dir = tiny_runs.out(tiny_tmp, "k")
     open_run(load_spec(spec), run_dir, 1)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(_python() + ["run", str(spec), "--out", str(run_dir), "--quiet"],
@@ -154,7 +131,7 @@ def test_resume_after_sigkill(tmp_path: Path) -> None:
             time.sleep(0.1)
             if (run_dir / "study.journal").is_file():
                 try:
-                    n_before = len(_study(run_dir).trials)
+                    n_before = len(_results(_study(run_dir)))
                 except Exception:
                     n_before = 0
                 if n_before >= 2:
@@ -166,15 +143,15 @@ def test_resume_after_sigkill(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
     assert n_before >= 2, "the run did not record evaluations in time"
-    before = {t.user_attrs["genome_hash"] for t in _study(run_dir).trials}
+    before = {t.user_attrs["genome_hash"] for t in _results(_study(run_dir))}
     assert len(before) < 6, "killed too late to test a kill inside a batch"
     finished = set(_short_lines(run_dir))  # every evaluation that completed before the kill
     assert before <= finished and len(finished - before) <= 1  # at most the one in flight
     assert main(["run", str(spec), "--out", str(run_dir), "--quiet"]) == 0
-    trials = _study(run_dir).trials
-    hashes = [t.user_attrs["genome_hash"] for t in trials
+    hashes = [t.user_attrs["genome_hash"] for t in _results(_study(run_dir))
               if t.user_attrs.get("fidelity") == "short"]
     assert len(hashes) == 12 and len(set(hashes)) == 12  # nothing lost, nothing recorded twice
+    assert not [t for t in _study(run_dir).trials if t.state.name in ("RUNNING", "WAITING")]
     assert before <= set(hashes)
     trained = _short_lines(run_dir)
     assert len(trained) == len(set(trained)) == 12  # no completed evaluation trained again
@@ -187,9 +164,9 @@ def test_resume_after_sigkill(tmp_path: Path) -> None:
     assert _rows(run_dir / "front.csv") == front
 
 
-def test_dask_local_cluster_matches_sequential(tmp_path: Path) -> None:
+def test_dask_local_cluster_matches_sequential(tiny_runs: Any, tiny_tmp: Path) -> None:
     distributed = pytest.importorskip("distributed")
-    ctx = open_run(load_spec(_spec(tmp_path)), tmp_path / "d", 1)
+    ctx = open_run(load_spec(_spec(tiny_runs, tiny_tmp)), tiny_tmp / "d", 1)
     G = ctx.space.random(4, 1)
     seq = ctx.evaluator.evaluate(G, "short")
     ctx.evaluator.cache.clear()
@@ -271,13 +248,16 @@ def postgres_url():  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.postgres
-def test_three_workers_share_a_postgres_study(tmp_path: Path, postgres_url: str) -> None:
-    spec = _spec(tmp_path, "optuna", budget=9)
-    open_run(load_spec(spec), tmp_path / "w0", 1)  # warm the shared float-model cache
+def test_three_workers_share_a_postgres_study(
+        tiny_runs: Any, tiny_tmp: Path, postgres_url: str) -> None:
+    spec = _spec(tiny_runs, tiny_tmp, "optuna", budget=9)
+    for i in range(3):  # the session's float model and profile
+        tiny_runs.out(tiny_tmp, f"w{i}")
+    open_run(load_spec(spec), tiny_tmp / "w0", 1)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     procs = [
         subprocess.Popen(_python() + ["worker", str(spec), "--storage", postgres_url,
-                                      "--out", str(tmp_path / f"w{i}"), "--threads", "1"],
+                                      "--out", str(tiny_tmp / f"w{i}"), "--threads", "1"],
                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         for i in range(3)
     ]
@@ -296,20 +276,21 @@ def test_three_workers_share_a_postgres_study(tmp_path: Path, postgres_url: str)
             assert "duplicate_of" in t.user_attrs
     assert sum("worker done" in o for o in outs) == 3
     # every worker's trials take part in the front computation
-    assert main(["run", str(spec), "--storage", postgres_url, "--out", str(tmp_path / "w0"),
+    assert main(["run", str(spec), "--storage", postgres_url, "--out", str(tiny_tmp / "w0"),
                  "--quiet"]) == 0
-    ev = _rows(tmp_path / "w0" / "evaluations.csv")
+    ev = _rows(tiny_tmp / "w0" / "evaluations.csv")
     assert {r["genome_hash"] for r in ev if r["fidelity"] == "short"} == set(hashes)
-    assert len(_rows(tmp_path / "w0" / "front.csv")) >= 1
-    assert np.isfinite(float(_rows(tmp_path / "w0" / "front.csv")[0]["test_accuracy"]))
+    assert len(_rows(tiny_tmp / "w0" / "front.csv")) >= 1
+    assert np.isfinite(float(_rows(tiny_tmp / "w0" / "front.csv")[0]["test_accuracy"]))
 
 
-def test_infeasible_never_on_the_front_and_none_feasible_is_said(tmp_path: Path, capsys) -> None:
+def test_infeasible_never_on_the_front_and_none_feasible_is_said(
+        tiny_runs: Any, tiny_tmp: Path, capsys) -> None:
     from evomp.cli._baseline import print_front
     from evomp.objectives._objectives import Objectives
     from evomp.run._protocol import CpuClock, finish_run
 
-    ctx = open_run(load_spec(_spec(tmp_path)), tmp_path / "c", 1)
+    ctx = open_run(load_spec(_spec(tiny_runs, tiny_tmp)), tiny_tmp / "c", 1)
     G = np.concatenate([ctx.space.uniform(w, 8) for w in (8, 4, 2)])
     t = ctx.space.table
     mem = Objectives(t, ["accuracy", "memory_bytes"], hardware=["memory"]).costs(G)[
@@ -325,20 +306,20 @@ def test_infeasible_never_on_the_front_and_none_feasible_is_said(tmp_path: Path,
     assert not front.feasible
     assert [r["memory_bytes"] for r in front.rows] == sorted(mem)  # least infeasible first
     assert all(r["violation"] > 0 for r in front.rows)
-    meta = json.loads((tmp_path / "c" / "run.json").read_text())
+    meta = json.loads((tiny_tmp / "c" / "run.json").read_text())
     assert meta["feasible"] is False and "no feasible configuration" in meta["status"]
     print_front(front.rows, obj.hw_metrics, front.feasible)
     assert "no feasible configuration; the least infeasible ones" in capsys.readouterr().out
 
 
-def test_status_of_a_database_run(tmp_path: Path, capsys) -> None:
+def test_status_of_a_database_run(tiny_runs: Any, tiny_tmp: Path, capsys) -> None:
     """`evomp status` reads a run whose study lives in a database (here SQLite), from the
     URL its storage.txt records; a password in a URL is never written down."""
     from evomp.run import mask_url
 
-    spec = _spec(tmp_path, budget=7)
-    url = f"sqlite:///{tmp_path / 'study.db'}"
-    run_dir = tmp_path / "db"
+    spec = _spec(tiny_runs, tiny_tmp, budget=7)
+    url = f"sqlite:///{tiny_tmp / 'study.db'}"
+    run_dir = tiny_runs.out(tiny_tmp, "db")
     assert main(["run", str(spec), "--out", str(run_dir), "--storage", url, "--quiet"]) == 0
     assert not (run_dir / "study.journal").exists()
     capsys.readouterr()
@@ -349,10 +330,10 @@ def test_status_of_a_database_run(tmp_path: Path, capsys) -> None:
 
 
 # --------------------------------------------------------------------------- time limit
-def test_deadline_starts_no_new_evaluation(tmp_path: Path) -> None:
+def test_deadline_starts_no_new_evaluation(tiny_runs: Any, tiny_tmp: Path) -> None:
     """Past the deadline no evaluation starts (in this process or in a worker); one that
     started before it finishes and is reported."""
-    ctx = open_run(load_spec(_spec(tmp_path)), tmp_path / "t", 1)
+    ctx = open_run(load_spec(_spec(tiny_runs, tiny_tmp)), tiny_tmp / "t", 1)
     G = ctx.space.random(3, 5)
     seen: list[int] = []
     for jobs in (1, 2):
@@ -372,10 +353,11 @@ def test_deadline_starts_no_new_evaluation(tmp_path: Path) -> None:
     assert seen == [0] and len(res) == 1 and not res[0].failed
 
 
-def test_time_limit_stops_the_search_and_verifies_what_it_has(tmp_path: Path, capsys) -> None:
-    spec = _spec(tmp_path, budget=400)
-    run_dir = tmp_path / "tl"
-    open_run(load_spec(spec), run_dir, 1)  # pretrain outside the timed run
+def test_time_limit_stops_the_search_and_verifies_what_it_has(
+        tiny_runs: Any, tiny_tmp: Path, capsys) -> None:
+    spec = _spec(tiny_runs, tiny_tmp, budget=400)
+    run_dir = tiny_runs.out(tiny_tmp, "tl")  # the float model and profile are ready
+    open_run(load_spec(spec), run_dir, 1)
     spec.write_text(spec.read_text() + "time_limit_s = 8\n")
     assert main(["run", str(spec), "--out", str(run_dir)]) == 0
     out = capsys.readouterr().out
@@ -386,7 +368,7 @@ def test_time_limit_stops_the_search_and_verifies_what_it_has(tmp_path: Path, ca
     assert front and all(r["test_accuracy"] for r in front)  # still verified
     # a limit that passes before any evaluation: a clear error, nothing stored is lost
     spec.write_text(spec.read_text().replace("time_limit_s = 8", "time_limit_s = 0.001"))
-    fresh = tmp_path / "tl0"
+    fresh = tiny_tmp / "tl0"
     assert main(["run", str(spec), "--out", str(fresh), "--quiet"]) == 2
     assert "search.time_limit_s" in capsys.readouterr().err
     assert main(["run", str(spec), "--out", str(run_dir), "--quiet"]) == 0  # resumes, verifies
