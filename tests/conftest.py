@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -44,3 +49,129 @@ def tiny_space(tiny_model: nn.Module, tiny_input: torch.Tensor) -> SearchSpace:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+# ------------------------------------------------------------------ tiny end-to-end runs
+#: the one tiny spec of the end-to-end tests (mnist1d, a width-8 CNN, 3 float epochs); every
+#: field in braces can be changed per test, the task and pretraining never are, so that all
+#: runs of the session start from the same cached float model
+TINY_SPEC = """
+name = "{name}"
+seed = 0
+threads = 1
+
+[task]
+name = "mnist1d"
+model = "cnn1d"
+model_kwargs = {{ width = 8 }}
+
+[pretrain]
+epochs = 3
+
+[qat]
+steps = {steps}
+final_steps = {final_steps}
+
+[search]
+engine = "{engine}"
+objectives = {objectives}
+hardware = {hardware}
+budget = {budget}
+initial = {initial}
+per_round = {per_round}
+generations = {generations}
+population = {population}
+probes = 2
+final_max = {final_max}
+{search}
+{extra}
+"""
+
+TINY_FIELDS: dict[str, Any] = {
+    "name": "tiny", "steps": 15, "final_steps": 30, "engine": "pymoo",
+    "objectives": ["accuracy", "memory_bytes"], "hardware": ["memory", "mpic", "pulp"],
+    "budget": 10, "initial": 6, "per_round": 2, "generations": 3, "population": 12,
+    "final_max": 4, "search": "", "extra": "",
+}
+
+
+def _toml_list(v: Any) -> str:
+    return "[" + ", ".join(f'"{x}"' for x in v) + "]" if isinstance(v, list | tuple) else str(v)
+
+
+def write_tiny_spec(where: Path, file: str | None = None, **fields: Any) -> Path:
+    """Write the tiny spec into ``where`` (``tiny-<engine>.toml`` unless ``file``).
+
+    Args:
+        where: the folder.
+        file: the file name.
+        **fields: :data:`TINY_FIELDS` to change; ``search`` is extra ``[search]`` lines,
+            ``extra`` extra tables after it (e.g. ``[baselines.dnas-channel]``).
+    """
+    unknown = set(fields) - set(TINY_FIELDS)
+    if unknown:
+        raise TypeError(f"the tiny spec has no field(s) {sorted(unknown)}")
+    f = {**TINY_FIELDS, **fields}
+    text = TINY_SPEC.format(**{k: _toml_list(v) for k, v in f.items()})
+    where.mkdir(parents=True, exist_ok=True)
+    p = where / (file or f"tiny-{f['engine']}.toml")
+    p.write_text(text)
+    return p
+
+
+@dataclass(frozen=True)
+class TinyRuns:
+    """The session's warm state for tiny end-to-end runs.
+
+    Attributes:
+        cache: the shared ``.cache`` folder holding the tiny spec's pretrained float model
+            (``float-<key>.pt``; :func:`evomp.run.open_run` looks for it in
+            ``<run dir>/../.cache``).
+        profile: the tiny float model's sensitivity profile (Hutchinson, 2 probes, the
+            spec's seed), as a run directory's ``sensitivity.npz``.
+    """
+
+    cache: Path
+    profile: Path
+
+    def share(self, where: Path) -> Path:
+        """Make run directories made in ``where`` use the session's float model (a
+        ``where/.cache`` link); returns ``where``."""
+        link = where / ".cache"
+        if not link.exists():
+            where.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(self.cache, target_is_directory=True)
+        return where
+
+    def out(self, where: Path, name: str) -> Path:
+        """A fresh run directory ``where/name`` that starts from the session's float model
+        and already holds its sensitivity profile (what every run computes first)."""
+        self.share(where)
+        out = where / name
+        out.mkdir(parents=True, exist_ok=False)
+        shutil.copyfile(self.profile, out / self.profile.name)
+        return out
+
+    spec = staticmethod(write_tiny_spec)
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> TinyRuns:
+    """Pretrain the tiny spec's float model and compute its profile once per session."""
+    from evomp.evaluation import run_profile
+    from evomp.run import load_spec, open_run
+
+    root = tmp_path_factory.mktemp("tiny-runs")
+    spec = load_spec(write_tiny_spec(root))
+    ctx = open_run(spec, root / "warm", 1)
+    try:
+        run_profile(ctx, spec.search.sensitivity, spec.search.probes)
+    finally:
+        ctx.close()
+    return TinyRuns(cache=root / ".cache", profile=ctx.run_dir.sensitivity)
+
+
+@pytest.fixture
+def tiny_tmp(tiny_runs: TinyRuns, tmp_path: Path) -> Path:
+    """``tmp_path``, whose run directories start from the session's float model."""
+    return tiny_runs.share(tmp_path)
