@@ -254,7 +254,7 @@ def run_dnas(ctx: Any, objectives: Any, opts: BaselineOptions, channelwise: bool
 
     base = build_supernet(ctx, make, options, p["calib_batches"])
     kind = _cost_kind(p["cost"], objectives)
-    luts = cost_lut(ctx, kind, options)
+    luts = cost_lut(ctx, kind, options, objectives)
     shrink = predecessors(ctx.space.table) if channelwise else None
     norm = max_cost(base, luts)
     bs = p["batch_size"]

@@ -113,7 +113,7 @@ def edmips(ctx: Any, objectives: Any, opts: BaselineOptions) -> BaselineResult:
     options = layer_options(ctx, drop_zero=True, keep_first_last=p["keep_first_last"])
     base = build_supernet(ctx, lambda i, m, w, a, s, al: EdmipsLayer(m, w, a, s, al), options,
                           p["calib_batches"])
-    luts = cost_lut(ctx, "bitops", options)
+    luts = cost_lut(ctx, "bitops", options, objectives)
     macs_first = float(ctx.space.table.layers[0].macs)
     bs = p["batch_size"]
     loss_fn = ctx.task.loss_fn
