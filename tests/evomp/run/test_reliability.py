@@ -99,8 +99,8 @@ def test_file_size_limit_mid_journal_then_resume(finished: tuple[Path, Path],
     out = _copy(finished, tmp_path)
     rd = RunDir(out)
     size = rd.journal.stat().st_size
-    limit = size + int(2.5 * size / len(_complete(out)))  # room for about two more trials
-    budget = str(FAST["budget"] + 6)
+    limit = size + int(1.5 * size / len(_complete(out)))  # room for one more trial, not two
+    budget = str(FAST["budget"] + 3)
     first = _cli(["run", str(spec), "--out", str(out), "--quiet", "--budget", budget],
                  limit=limit)
     assert first.returncode == 2, first.stderr
