@@ -38,6 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-trials", type=int, help="stop after this many evaluations")
     p.add_argument("--idle-exit", type=float, help="stop after this many seconds with "
                    "nothing to take (default: wait until the controller says done)")
+    p.add_argument("--wait", type=float, default=600.0, help="seconds to wait for the "
+                   "controller to create the study and publish its artifacts (default 600)")
     p.add_argument("--quiet", action="store_true", help="no line per trial")
     p.set_defaults(func=run)
 
@@ -77,6 +79,33 @@ def _journal(path: Path):  # type: ignore[no-untyped-def]
     return JournalStorage(JournalFileBackend(str(path)))
 
 
+def _wait_for_controller(storage, name: str, wait: float, quiet: bool):  # type: ignore[no-untyped-def]
+    """The study, once the controller has created it and published the float weights."""
+    import time
+
+    import optuna
+
+    from evomp._errors import EvompError
+
+    end = time.time() + wait
+    said = False
+    while True:
+        try:
+            study = optuna.load_study(study_name=name, storage=storage)
+            if "artifact:float" in study.user_attrs:
+                return study
+        except KeyError:
+            pass
+        if time.time() >= end:
+            raise EvompError(f"no study {name!r} with published artifacts after {wait:g}s: "
+                             "start the controller ('evomp run SPEC --storage ...'), or "
+                             "raise --wait")
+        if not said and not quiet:
+            print(f"waiting for the controller to create study {name!r}...", flush=True)
+            said = True
+        time.sleep(1.0)
+
+
 def run(args: argparse.Namespace) -> int:
     import optuna
 
@@ -94,11 +123,7 @@ def run(args: argparse.Namespace) -> int:
             raise EvompError(f"the storage holds {len(names)} studies {names}; name one "
                              "with --study or give the spec")
         name = names[0]
-    try:
-        study = optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        raise EvompError(f"no study {name!r} in the storage yet: start the controller "
-                         "('evomp run SPEC --storage ...') first") from None
+    study = _wait_for_controller(storage, name, args.wait, args.quiet)
     me = f"{socket.gethostname()}-{os.getpid()}"
     out = Path(args.out) if args.out else (Path(args.run_dir) / "workers" / me if args.run_dir
                                             else Path("runs") / f"worker-{me}")

@@ -27,6 +27,7 @@ from evomp.tasks import (
     QATConfig,
     Task,
     TrainConfig,
+    evaluate_model,
     float_cache_key,
     from_arrays,
     get_task,
@@ -38,6 +39,8 @@ from evomp.tasks import (
 
 __all__ = [
     "build_task",
+    "task_from_factory",
+    "load_float_checkpoint",
     "build_space",
     "RunContext",
     "open_run",
@@ -59,8 +62,65 @@ log = logging.getLogger("evomp")
 CACHE_FILE = RunDir(".").evaluations_jsonl.name
 
 
+def task_from_factory(path: str) -> Task:
+    """Call the ``"package.module:function"`` named by ``task.factory``.
+
+    The current directory is importable (as for ``python -m``), so a module beside the
+    spec works when the run starts there.
+
+    Raises:
+        EvompError: the module cannot be imported, has no such function, the function
+            fails, or it does not return an :class:`evomp.Task`.
+    """
+    import importlib
+    import sys
+
+    mod_name, _, fn_name = path.partition(":")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise EvompError(f"task.factory {path!r}: cannot import {mod_name!r} ({e}); install "
+                         "the package or put its folder on PYTHONPATH on every node") from e
+    fn = getattr(mod, fn_name, None)
+    if not callable(fn):
+        raise EvompError(f"task.factory {path!r}: module {mod_name!r} has no function "
+                         f"{fn_name!r}")
+    try:
+        task = fn()
+    except Exception as e:  # noqa: BLE001 - the user's code: say whose error it is
+        raise EvompError(f"task.factory {path!r} raised {type(e).__name__}: {e}") from e
+    if not isinstance(task, Task):
+        raise EvompError(f"task.factory {path!r} returned {type(task).__name__}, not an "
+                         "evomp.Task (the model factory and its data)")
+    return task
+
+
+def load_float_checkpoint(task: Task, path: str) -> nn.Module:
+    """``task``'s model with the weights of ``task.float_checkpoint``."""
+    if not Path(path).is_file():
+        raise EvompError(f"task.float_checkpoint {path!r} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a file that is not a state dict
+        raise EvompError(f"task.float_checkpoint {path!r} is not a torch state dict "
+                         f"({type(e).__name__}: {e})") from e
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    model = task.model_factory()
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as e:
+        raise EvompError(f"task.float_checkpoint {path!r} does not fit the factory's model: "
+                         f"{e}") from e
+    return model
+
+
 def build_task(spec: RunSpec) -> Task:
     t = spec.task
+    if t.factory:
+        return task_from_factory(t.factory)
     kw = dict(t.model_kwargs)
     if t.name in ("mnist1d", "digits"):
         return get_task(
@@ -106,15 +166,22 @@ def build_space(spec: RunSpec, model: nn.Module | None = None, task: Task | None
     task = task or build_task(spec)
     model = model if model is not None else task.model_factory()
     s = spec.space
-    return SearchSpace.from_model(
-        model,
-        task.example_input(),
-        w_bits=s.w_bits,
-        a_bits=s.a_bits,
-        granularity=s.granularity,
-        pin=s.pin,
-        exclude=s.exclude,
-    )
+    try:
+        return SearchSpace.from_model(
+            model,
+            task.example_input(),
+            w_bits=s.w_bits,
+            a_bits=s.a_bits,
+            granularity=s.granularity,
+            pin=s.pin,
+            exclude=s.exclude,
+        )
+    except EvompError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a user's model that does not run or trace
+        raise EvompError(f"cannot trace the model of task {task.name!r} ({task.model_name}) "
+                         f"on its example input: {type(e).__name__}: {e}; the model must run "
+                         "on a batch of the task's training inputs") from e
 
 
 def default_out_dir(spec: RunSpec) -> Path:
@@ -277,8 +344,22 @@ def open_run(spec: RunSpec, out: str | Path | None = None, threads: int | None =
         with writing(shared.parent):
             shared.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(shared, own.read_bytes())
-    model, info = pretrain(task, cfg, cache_path=shared, device=device, progress=progress)
-    if own_key != key:  # a new run, or a run directory's stale copy
+    if spec.task.float_checkpoint:  # the user's trained weights: nothing is pretrained
+        model = load_float_checkpoint(task, spec.task.float_checkpoint).to(device)
+        key = user_model_key(model, task)
+        if own_key is not None and own_key != key and \
+                any(f.is_file() for f in (rd.journal, rd.evaluations_jsonl, rd.front_csv)):
+            raise EvompError(f"{out_dir} holds evaluations of other float weights; pass --out "
+                             "to start this run elsewhere (nothing was changed)")
+        val, _ = evaluate_model(model, task, task.val, device)
+        test, _ = evaluate_model(model, task, task.test, device)
+        info = {"val_accuracy": val, "test_accuracy": test, "seconds": 0.0, "cached": True}
+        buf = io.BytesIO()
+        torch.save({"key": key, "state_dict": model.state_dict(), "info": info}, buf)
+        atomic_write_bytes(own, buf.getvalue())
+    else:
+        model, info = pretrain(task, cfg, cache_path=shared, device=device, progress=progress)
+    if own_key != key and not spec.task.float_checkpoint:  # new run, or a stale copy
         atomic_write_bytes(own, shared.read_bytes())
     log.info("float model %s (%.1fs, threads=%d, device=%s)", info, time.perf_counter() - t0, n,
              device)
@@ -352,8 +433,6 @@ def make_context(
     atomic_write_bytes(rd.float_model, buf.getvalue())
     evaluator = Evaluator(task, space, model, qat_config(spec), device=dev,
                           cache_file=rd.evaluations_jsonl)
-    from evomp.tasks import evaluate_model
-
     val, _ = evaluate_model(model, task, task.val, dev)
     test, _ = evaluate_model(model, task, task.test, dev)
     info = {"val_accuracy": val, "test_accuracy": test, "seconds": 0.0, "cached": True}

@@ -84,15 +84,34 @@ def _set(obj: object, name: str, value: Any) -> None:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """``[task]``: a built-in task (``mnist1d``, ``digits``) or ``npz`` with ``path``."""
+    """``[task]``: a built-in task (``mnist1d``, ``digits``), ``npz`` with ``path``, or a
+    user's ``factory = "package.module:function"`` returning an :class:`evomp.Task` (the
+    same import path on every node), optionally with ``float_checkpoint``: already-trained
+    float weights (a state dict, or a dict holding one under ``state_dict``) used instead of
+    pretraining."""
 
     name: str = "mnist1d"
     model: str = ""
     path: str = ""
     val_fraction: float = 0.125
     model_kwargs: dict = field(default_factory=dict)
+    factory: str = ""
+    float_checkpoint: str = ""
 
     def __post_init__(self) -> None:
+        if self.factory:
+            mod, _, fn = str(self.factory).partition(":")
+            if not mod or not fn or not all(p.isidentifier() for p in mod.split(".")) \
+                    or not fn.isidentifier():
+                raise SpecError(f"task.factory must be 'package.module:function', got "
+                                f"{self.factory!r}")
+            if self.model:
+                raise SpecError("task.model names a zoo model; a task.factory builds its own "
+                                "model: give one of them")
+            return
+        if self.float_checkpoint:
+            raise SpecError("task.float_checkpoint goes with task.factory (the built-in tasks "
+                            "pretrain their zoo model)")
         if self.name not in TASKS:
             raise SpecError(f"task.name must be 'mnist1d', 'digits' or 'npz', got {self.name!r}")
         if self.name == "npz" and not self.path:

@@ -110,6 +110,7 @@ class Search:
         self.poll_s = 0.2
         self._started: LocalWorkers | DaskWorkers | None = None
         self._float_sha = ""
+        self._nudged = 0.0
         self._counted: set[int] = set()
         self._logged: set[int] = set()
         limit = self.s.time_limit_s  # wall-clock seconds of this invocation
@@ -164,17 +165,30 @@ class Search:
                 break
             if bar is None and self.progress:
                 bar = tqdm(total=len(pending), desc=f"{fidelity} evaluations", leave=False)
-            if self.jobs <= 1 and not late:
+            if self.jobs == 1 and not late:
                 task = self.queue.take((fidelity,))
                 if task is not None:
                     self._evaluate_here(task)
                     if bar is not None:
                         bar.update(1)
                     continue
+            if self._started is not None:
+                self._started.check()
+            self._nudge()
             time.sleep(self.poll_s)
         if bar is not None:
             bar.close()
         self._count_worker_cpu()
+
+    def _nudge(self) -> None:
+        """Say once a minute when candidates wait and no worker is alive."""
+        if self.jobs == 1 or time.time() - self._nudged < 60:
+            return
+        if self._nudged and self.queue.live_workers() == 0:
+            self._say(f"{len(self.queue.pending())} candidates wait in study "
+                      f"{self.queue.study.study_name!r} and no worker is alive: start "
+                      "'evomp worker SPEC --storage URL' on the worker nodes")
+        self._nudged = time.time()
 
     def _evaluate_here(self, task: QueuedTrial) -> EvalResult:
         """Evaluate a taken trial in this process (the controller is its own worker)."""
@@ -326,7 +340,7 @@ class Search:
                 n_fit = len(X)
                 self._log_landed(round_, len(X))
                 self.run_dir.update_progress(round=round_, cpu_seconds=self.clock.seconds)
-            live = self.queue.live_workers() + (1 if self.jobs <= 1 else 0)
+            live = self.queue.live_workers() + (1 if self.jobs == 1 else 0)
             room = min(2 * max(1, live) - len(pending), self.budget - n_done - len(pending))
             if room > 0 and model is not None and not stuck:
                 got = self._choose(round_, model, X, y, recs, room, pending)
@@ -338,13 +352,14 @@ class Search:
                     self.queue.enqueue(props, "short", round_=round_, source="round",
                                        predicted=(mean, std))
                     continue
-            if self.jobs <= 1:
+            if self.jobs == 1:
                 task = self.queue.take(("short",))
                 if task is not None:
                     self._evaluate_here(task)
                     continue
             if not pending and model is None and n_done < 3:
                 raise EvompError(self._too_few(n_done))
+            self._nudge()
             time.sleep(self.poll_s)
         self._drain("short")
         X, _, _ = self._true_data()

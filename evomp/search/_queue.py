@@ -46,10 +46,11 @@ __all__ = ["Queue", "QueuedTrial", "open_queue_storage", "HEARTBEAT_S", "GRACE_S
 
 log = logging.getLogger("evomp")
 
-#: seconds between two heartbeats of a worker evaluating a trial
-HEARTBEAT_S = 5.0
+#: seconds between two heartbeats of a worker evaluating a trial ($EVOMP_HEARTBEAT_S)
+HEARTBEAT_S = float(os.environ.get("EVOMP_HEARTBEAT_S", "5"))
 #: seconds without a heartbeat after which a running trial is taken as dead and re-queued
-GRACE_S = 30.0
+#: ($EVOMP_GRACE_S; every process of a study should use the same value)
+GRACE_S = float(os.environ.get("EVOMP_GRACE_S", "30"))
 
 _PENDING = (TrialState.WAITING, TrialState.RUNNING)
 

@@ -4,22 +4,17 @@ and several workers sharing one PostgreSQL study."""
 from __future__ import annotations
 
 import csv
-import glob
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
-import pytest
 
 from evomp.cli import main
 from evomp.evaluation._parallel import evaluate_parallel
@@ -162,126 +157,6 @@ def test_resume_after_sigkill(tiny_runs: Any, tiny_tmp: Path) -> None:
     assert main(["run", str(spec), "--out", str(run_dir), "--quiet"]) == 0
     assert len((run_dir / "evaluations.jsonl").read_text().splitlines()) == n_lines
     assert _rows(run_dir / "front.csv") == front
-
-
-def test_dask_local_cluster_matches_sequential(tiny_runs: Any, tiny_tmp: Path) -> None:
-    distributed = pytest.importorskip("distributed")
-    ctx = open_run(load_spec(_spec(tiny_runs, tiny_tmp)), tiny_tmp / "d", 1)
-    G = ctx.space.random(4, 1)
-    seq = ctx.evaluator.evaluate(G, "short")
-    ctx.evaluator.cache.clear()
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster:
-        from evomp.evaluation._parallel import backend_context
-
-        # by scheduler address, as `evomp run --scheduler tcp://host:8786` passes it
-        with backend_context(cluster.scheduler_address) as backend:
-            assert backend == "dask"
-            par, cpu = evaluate_parallel(ctx.evaluator, G, "short", jobs=2, backend=backend)
-    assert [r.val_accuracy for r in par] == [r.val_accuracy for r in seq]
-    assert cpu > 0  # the work happened in the cluster's worker processes
-
-
-# --------------------------------------------------------------------------- PostgreSQL
-def _pg_bin(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    cands = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    return cands[-1] if cands else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def postgres_url():  # type: ignore[no-untyped-def]
-    psycopg = pytest.importorskip("psycopg")
-    initdb, postgres = _pg_bin("initdb"), _pg_bin("postgres")
-    if not initdb or not postgres:
-        pytest.skip("PostgreSQL is not installed ('make test' installs it with apt-get)")
-    base = Path(tempfile.mkdtemp(prefix="evomp-pg-", dir="/tmp"))
-    prefix: list[str] = []
-    if os.geteuid() == 0:  # the server refuses to run as root
-        import pwd
-
-        try:
-            pw = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user to run the server")
-        os.chown(base, pw.pw_uid, pw.pw_gid)
-        prefix = ["runuser", "-u", "postgres", "--"]
-    os.chmod(base, 0o755)
-    data = base / "data"
-    subprocess.run(prefix + [initdb, "-D", str(data), "-A", "trust", "-U", "postgres",
-                             "--no-sync"], check=True, capture_output=True)
-    port = _free_port()
-    server = subprocess.Popen(
-        prefix + [postgres, "-D", str(data), "-p", str(port), "-k", str(base),
-                  "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                conn = psycopg.connect(host="127.0.0.1", port=port, user="postgres",
-                                       dbname="postgres", autocommit=True)
-                break
-            except psycopg.OperationalError:
-                if time.time() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(0.2)
-        conn.execute("CREATE DATABASE evomp_test")
-        conn.close()
-        yield f"postgresql://postgres@127.0.0.1:{port}/evomp_test"
-    finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.mark.postgres
-def test_three_workers_share_a_postgres_study(
-        tiny_runs: Any, tiny_tmp: Path, postgres_url: str) -> None:
-    spec = _spec(tiny_runs, tiny_tmp, "optuna", budget=9)
-    for i in range(3):  # the session's float model and profile
-        tiny_runs.out(tiny_tmp, f"w{i}")
-    open_run(load_spec(spec), tiny_tmp / "w0", 1)
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    procs = [
-        subprocess.Popen(_python() + ["worker", str(spec), "--storage", postgres_url,
-                                      "--out", str(tiny_tmp / f"w{i}"), "--threads", "1"],
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        for i in range(3)
-    ]
-    outs = [p.communicate(timeout=300)[0].decode() for p in procs]
-    assert all(p.returncode == 0 for p in procs), outs
-    study = optuna.load_study(study_name="tiny", storage=postgres_url)
-    trials = study.trials
-    states = [t.state.name for t in trials]
-    assert "RUNNING" not in states and "WAITING" not in states  # no trial lost
-    done = [t for t in trials if t.state.name == "COMPLETE"]
-    assert len(done) >= 9
-    hashes = [t.user_attrs["genome_hash"] for t in done]
-    assert len(hashes) == len(set(hashes))  # none evaluated twice
-    for t in trials:
-        if t.state.name == "PRUNED":
-            assert "duplicate_of" in t.user_attrs
-    assert sum("worker done" in o for o in outs) == 3
-    # every worker's trials take part in the front computation
-    assert main(["run", str(spec), "--storage", postgres_url, "--out", str(tiny_tmp / "w0"),
-                 "--quiet"]) == 0
-    ev = _rows(tiny_tmp / "w0" / "evaluations.csv")
-    assert {r["genome_hash"] for r in ev if r["fidelity"] == "short"} == set(hashes)
-    assert len(_rows(tiny_tmp / "w0" / "front.csv")) >= 1
-    assert np.isfinite(float(_rows(tiny_tmp / "w0" / "front.csv")[0]["test_accuracy"]))
 
 
 def test_infeasible_never_on_the_front_and_none_feasible_is_said(
