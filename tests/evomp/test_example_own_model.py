@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # its own float training in a subprocess: nothing to share
 def test_own_model_example_runs(tmp_path: Path) -> None:
     out = tmp_path / "own"
     proc = subprocess.run([sys.executable, str(ROOT / "runs" / "own_model.py"), "--tiny",

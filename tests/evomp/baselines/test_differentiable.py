@@ -606,46 +606,20 @@ def test_weight_optimizer_sgd_is_used(ctx: SimpleNamespace, monkeypatch, name: s
 
 
 # ------------------------------------------------------------------ through the CLI
-TINY_SPEC = """
-name = "tiny"
-seed = 0
-threads = 1
-
-[task]
-name = "mnist1d"
-model = "cnn1d"
-model_kwargs = { width = 8 }
-
-[pretrain]
-epochs = 2
-
-[qat]
-steps = 10
-final_steps = 10
-
-[search]
-objectives = ["accuracy", "memory_bytes"]
-hardware = ["memory", "mpic"]
-budget = 6
-initial = 4
-probes = 2
-final_max = 2
-
-[baselines.dnas-channel]
-epochs = 1
-warmup_epochs = 0
-batch_size = 256
-"""
+#: the session's tiny spec (``tests/conftest.py``), with a quick DNAS
+DNAS_SPEC = dict(steps=10, final_steps=10, objectives=["accuracy", "memory_bytes"],
+                 hardware=["memory", "mpic"], budget=6, initial=4, final_max=2,
+                 extra="[baselines.dnas-channel]\nepochs = 1\nwarmup_epochs = 0\n"
+                       "batch_size = 256\n")
 
 
-def test_dnas_through_the_cli_then_compare(tmp_path, capsys) -> None:
+def test_dnas_through_the_cli_then_compare(tiny_runs, tmp_path, capsys) -> None:
     import json
 
     from evomp.cli import main
 
-    spec = tmp_path / "tiny.toml"
-    spec.write_text(TINY_SPEC)
-    out = tmp_path / "runs" / "dnas"
+    spec = tiny_runs.spec(tmp_path, "tiny.toml", **DNAS_SPEC)
+    out = tiny_runs.share(tmp_path / "runs") / "dnas"  # the session's float model
     assert main(["baseline", str(spec), "--method", "dnas-channel", "--points", "2",
                  "--out", str(out)]) == 0
     meta = json.loads((out / "run.json").read_text())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,34 +18,15 @@ from evomp.run._context import open_run
 from evomp.run._protocol import CpuClock, finish_run
 from evomp.run._spec import load_spec
 
-TINY = """
-name = "tiny-report"
-seed = 0
-threads = 1
-
-[task]
-name = "mnist1d"
-model = "cnn1d"
-model_kwargs = { width = 8 }
-
-[pretrain]
-epochs = 3
-
-[qat]
-steps = 10
-final_steps = 20
-
-[search]
-objectives = ["accuracy", "memory_bytes", "energy_uj"]
-hardware = ["memory", "mpic"]
-"""
-
 
 @pytest.fixture(scope="module")
-def spec_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    p = tmp_path_factory.mktemp("spec") / "tiny.toml"
-    p.write_text(TINY)
-    return p
+def spec_path(tiny_runs: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's tiny spec with three objectives; its runs share the session's float
+    model."""
+    where = tiny_runs.share(tmp_path_factory.mktemp("spec"))
+    return tiny_runs.spec(where, "tiny.toml", name="tiny-report", steps=10, final_steps=20,
+                          objectives=["accuracy", "memory_bytes", "energy_uj"],
+                          hardware=["memory", "mpic"])
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
-"""End-to-end search tests on a tiny spec: reproducibility, resume after SIGKILL, dask,
-and several workers sharing one PostgreSQL study."""
+"""End-to-end search tests on the session's tiny spec (``tests/conftest.py``):
+reproducibility, resume after SIGKILL, the time limit, a database run."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+import pytest
 
 from evomp.cli import main
 from evomp.evaluation._parallel import evaluate_parallel
@@ -40,6 +41,7 @@ def _study(run_dir: Path) -> optuna.Study:
     return optuna.load_study(study_name="tiny", storage=storage)
 
 
+@pytest.mark.slow  # over ~10 s on 2 cores even from the session's float model
 def test_seeded_run_is_reproducible_and_complete(tiny_runs: Any, tiny_tmp: Path, capsys) -> None:
     spec = _spec(tiny_runs, tiny_tmp)
     a, b = tiny_runs.out(tiny_tmp, "a"), tiny_runs.out(tiny_tmp, "b")
@@ -67,6 +69,7 @@ def test_seeded_run_is_reproducible_and_complete(tiny_runs: Any, tiny_tmp: Path,
     assert len([t for t in _study(a).trials if t.user_attrs.get("fidelity") == "short"]) == 10
 
 
+@pytest.mark.slow  # over ~10 s on 2 cores even from the session's float model
 def test_optuna_engine_run(tiny_runs: Any, tiny_tmp: Path) -> None:
     """The Optuna engine with a latency objective: compact trials, Free Bits-refined rounds."""
     from evomp.engines._refine import latency_refiner
@@ -111,6 +114,7 @@ def _results(study: optuna.Study) -> list[Any]:
             and "seconds" in t.user_attrs]
 
 
+@pytest.mark.slow  # over ~10 s on 2 cores even from the session's float model
 def test_resume_after_sigkill(tiny_runs: Any, tiny_tmp: Path) -> None:
     spec = _spec(tiny_runs, tiny_tmp, budget=12)
     # the session's float model and profile: the killed process gets to evaluations quickly
@@ -228,6 +232,7 @@ def test_deadline_starts_no_new_evaluation(tiny_runs: Any, tiny_tmp: Path) -> No
     assert seen == [0] and len(res) == 1 and not res[0].failed
 
 
+@pytest.mark.slow  # over ~10 s on 2 cores even from the session's float model
 def test_time_limit_stops_the_search_and_verifies_what_it_has(
         tiny_runs: Any, tiny_tmp: Path, capsys) -> None:
     spec = _spec(tiny_runs, tiny_tmp, budget=400)
