@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from evomp.cli._args import threads_arg
+
 __all__ = ["register"]
+
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scheduler", help="dask.distributed scheduler address: start the "
                    "--jobs workers on that cluster")
     p.add_argument("--seed", type=int, help="random seed (overrides the spec)")
-    p.add_argument("--threads", type=int, help="torch threads of this process")
+    p.add_argument("--threads", type=threads_arg, help="torch threads of this process")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--no-reference", action="store_true",
                    help="skip the uniform reference points (8-bit PTQ, 4- and 2-bit short QAT)")
@@ -47,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
             if getattr(args, k) is not None}
     if over:
         spec = dataclasses.replace(spec, search=dataclasses.replace(spec.search, **over))
-    ctx = open_run(spec, args.out, args.threads, progress=not args.quiet)
+    ctx = open_run(spec, args.out, args.threads, progress=not args.quiet,
+                   storage=args.storage)
     fi = ctx.float_info
     if not args.quiet:
         print(f"run directory: {ctx.out}")

@@ -8,7 +8,10 @@ import os
 import socket
 from pathlib import Path
 
+from evomp.cli._args import threads_arg
+
 __all__ = ["register"]
+
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "LOCAL_RANK, or the first one; the CPU when there is none)")
     p.add_argument("--float", dest="float_path", help="float weights to use instead of "
                    "fetching the study's (refused when they differ)")
-    p.add_argument("--threads", type=int, help="torch threads of this worker")
+    p.add_argument("--threads", type=threads_arg, help="torch threads of this worker")
     p.add_argument("--max-trials", type=int, help="stop after this many evaluations")
     p.add_argument("--idle-exit", type=float, help="stop after this many seconds with "
                    "nothing to take (default: wait until the controller says done)")

@@ -66,6 +66,8 @@ def open_queue_storage(storage: Any, heartbeat_s: float = HEARTBEAT_S,
     """The storage a queue runs on: an RDB URL becomes an :class:`optuna.storages.RDBStorage`
     with Optuna's heartbeat and the retry callback; a journal storage is used as it is."""
     if isinstance(storage, str):
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning,
+                                message=".*heartbeat.*")
         return optuna.storages.RDBStorage(
             storage, heartbeat_interval=max(1, int(round(heartbeat_s))),
             grace_period=max(2, int(round(grace_s))),
@@ -190,13 +192,15 @@ class Queue:
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if "genome" not in t.user_attrs:
                 continue
-            beat = t.user_attrs.get("heartbeat")
-            last = float(beat) if beat is not None else (
-                t.datetime_start.timestamp() if t.datetime_start else now)
-            if now - last < self.grace_s and not _dead_here(t.user_attrs.get("worker")):
+            # a re-queued copy carries its dead predecessor's stamps: the start counts too
+            start = t.datetime_start.timestamp() if t.datetime_start else now
+            last = max(float(t.user_attrs.get("heartbeat", 0.0)), start)
+            dead = now - last > 2 * self.heartbeat_s and _dead_here(t.user_attrs.get("worker"))
+            if now - last < self.grace_s and not dead:
                 continue
             tid = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, t.number)
-            try:  # the reason first: a finished trial takes no attribute
+            try:  # marked first: a finished trial takes no attribute
+                self.storage.set_trial_user_attr(tid, "requeued", True)
                 self.storage.set_trial_user_attr(tid, "reason", "worker stopped beating "
                                                  f"(no heartbeat for {now - last:.0f}s); "
                                                  "re-queued")
@@ -280,9 +284,14 @@ class Queue:
         attrs = self.store.user_attrs(task.genome, result, costs, int(task.attrs.get("round", -1)),
                                       str(task.attrs.get("source", "worker")))
         attrs["test_accuracy"] = result.test_accuracy
+        attrs["requeued"] = False  # a re-queued copy inherits its predecessor's mark
         attrs.update(extra or {})
+        # "seconds" marks a told result (Store.records): written last, right before the
+        # state, so a worker killed while telling leaves a trial that is not a result
+        seconds = attrs.pop("seconds")
         for k, v in attrs.items():
             self.storage.set_trial_user_attr(task.trial_id, k, v)
+        self.storage.set_trial_user_attr(task.trial_id, "seconds", seconds)
         if result.failed:
             self.study.tell(task.number, state=TrialState.FAIL)
             return

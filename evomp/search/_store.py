@@ -216,7 +216,8 @@ class Store:
             if t.number in self._decoded:
                 continue
             ua = t.user_attrs
-            if "genome" not in ua or "fidelity" not in ua or "seconds" not in ua:
+            if "genome" not in ua or "fidelity" not in ua or "seconds" not in ua \
+                    or ua.get("requeued"):
                 # not a result: e.g. a queued trial failed because its worker died
                 self._decoded[t.number] = None
                 continue
