@@ -78,7 +78,7 @@ def _plan(table: LayerTable) -> _Plan:
         free_segments=_segments(starts[nonempty], out_channels[free][nonempty]),
         free_nonempty=nonempty,
         pinned_layers=pinned,
-        pinned_level=np.array([lut[int(layers[i].w_pinned)] for i in pinned],  # type: ignore[arg-type]
+        pinned_level=np.array([lut[int(layers[i].w_pinned)] for i in pinned],
                               dtype=np.int64),
         a_free_layers=np.nonzero(a_gene >= 0)[0],
         a_genes=a_gene[a_gene >= 0],

@@ -94,7 +94,7 @@ def toy_objective(table: LayerTable) -> CheapFn:
 def _hv(F: np.ndarray, ref: np.ndarray) -> float:
     from evomp.objectives import hypervolume_2d
 
-    return hypervolume_2d(F, ref)
+    return hypervolume_2d(F, [float(v) for v in ref])
 
 
 def variants(engine: str) -> tuple[str, ...]:

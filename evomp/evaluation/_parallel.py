@@ -75,9 +75,9 @@ def cgroup_cpu_limit(root: str | Path = "/sys/fs/cgroup",
 
     for d in ancestors(root, rel_v2):
         try:
-            q, per = (d / "cpu.max").read_text().split()[:2]
-            if q != "max" and float(per) > 0:
-                limits.append(float(q) / float(per))
+            q2, per2 = (d / "cpu.max").read_text().split()[:2]
+            if q2 != "max" and float(per2) > 0:
+                limits.append(float(q2) / float(per2))
         except (OSError, ValueError):
             continue
     for v1 in ("cpu", "cpu,cpuacct", "cpuacct,cpu"):

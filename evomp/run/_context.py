@@ -146,7 +146,7 @@ def build_task(spec: RunSpec) -> Task:
         kw.setdefault("length", int(x.shape[-1]))
     factory = MODELS[model]
     return from_arrays(
-        **arrays,
+        arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"],
         model_factory=lambda: factory(**kw),
         name=Path(t.path).stem,
         model_name=model,

@@ -471,7 +471,7 @@ class RunDir:
         for n, r in enumerate(reader, start=2):
             if None in r or None in r.values():
                 got = sum(v is not None for k, v in r.items() if k is not None)
-                got += len(r.get(None) or [])  # type: ignore[call-overload]
+                got += len(r.get(None) or [])
                 raise EvompError(damaged.format(f"row {n} has {got} of {len(cols)} fields"))
             parsed = {k: _cell(k, v) for k, v in r.items()}
             bad = [k for k, v in parsed.items() if k not in TEXT_COLUMNS and isinstance(v, str)]

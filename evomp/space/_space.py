@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -154,7 +154,7 @@ class SearchSpace:
         order: list[str] = []
         hooks = []
 
-        def hook(name: str):
+        def hook(name: str) -> Callable[..., None]:
             def fn(mod: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
                 if name in records:
                     records[name]["calls"] += 1

@@ -345,4 +345,5 @@ def from_npz(
     p = Path(path)
     arrs = load_npz(p)
     kwargs.setdefault("name", p.stem)
-    return from_arrays(**arrs, model_factory=model_factory, **kwargs)
+    return from_arrays(arrs["x_train"], arrs["y_train"], arrs["x_test"], arrs["y_test"],
+                       model_factory=model_factory, **kwargs)

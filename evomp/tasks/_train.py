@@ -277,7 +277,7 @@ def steps_per_epoch(data: Data, batch_size: int) -> int:
         n = math.ceil(len(data) / batch_size)
     else:
         try:
-            n = len(data)  # type: ignore[arg-type]
+            n = len(data)
         except TypeError:  # an IterableDataset without __len__: count one pass
             n = sum(1 for _ in data)
     if n <= 0:

@@ -126,4 +126,4 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 def get_model(name: str, **kwargs: object) -> nn.Module:
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; built-in models are {sorted(MODELS)}")
-    return MODELS[name](**kwargs)  # type: ignore[arg-type]
+    return MODELS[name](**kwargs)
