@@ -248,7 +248,8 @@ class _ActFakeQuant(torch.autograd.Function):
     and step instead of four: what a QAT step pays per layer is mostly node overhead).
     The "inside the range" mask is kept as a float 0/1 tensor written over ``x / step``
     (``torch.eq(..., out=float)``): a bool mask and ``where`` cost 5-10 times a float
-    multiply on the CPU, and the float mask needs no extra buffer.
+    multiply on the CPU, and the float mask needs no extra buffer. The node keeps two
+    activation-sized buffers (mask and per-element LSQ derivative) and returns the third.
     """
 
     @staticmethod
@@ -256,21 +257,21 @@ class _ActFakeQuant(torch.autograd.Function):
         step = (alpha.abs() + 1e-8) / qmax
         xs = x / step
         xc = xs.clamp(qmin, qmax)
+        out = torch.round(xc)  # = clamp(round(xs)): the bounds are integers
         inside = torch.eq(xc, xs, out=xs)  # 1.0 inside the (inclusive, as in LSQ) range
-        q = torch.round(xc)  # = clamp(round(xs)): the bounds are integers
-        ctx.save_for_backward(xc, q, inside, alpha)
+        # d(q*s)/ds per element: q - x/s inside the range (LSQ), the clipped level outside
+        # (inside, the clamped xc is x/s); written over xc, so two buffers are kept, not three
+        ds = torch.addcmul(out, inside, xc, value=-1.0, out=xc)
+        ctx.save_for_backward(inside, ds, alpha)
         ctx.qmax = qmax
-        return q * step
+        return out.mul_(step)
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
-        xc, q, inside, alpha = ctx.saved_tensors
-        gx = g * inside
-        # d(q*s)/ds: q - x/s inside the range (LSQ), the clipped level outside; inside,
-        # the clamped xc is x/s, so sum(g q) - sum(gx xc) is exactly that
-        gs = torch.dot(g.reshape(-1), q.reshape(-1)) - torch.dot(gx.reshape(-1), xc.reshape(-1))
+        inside, ds, alpha = ctx.saved_tensors
+        gs = torch.dot(g.reshape(-1), ds.reshape(-1))
         ga = (gs * torch.sign(alpha) / ctx.qmax).reshape(alpha.shape)
-        return gx, ga, None, None
+        return g * inside, ga, None, None
 
 
 def quantize_act(
