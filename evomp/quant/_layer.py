@@ -152,7 +152,6 @@ class QuantLayer(nn.Module):
         w = self.module.weight
         self._consts = weight_quant_consts(self.w_bits, w.dim(), w.dtype)
         self._grad_consts = weight_grad_consts(*self._consts)
-        self._wq_cache: tuple[tuple, tuple, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ forward
     def quantized_weight(self) -> torch.Tensor:
@@ -160,21 +159,11 @@ class QuantLayer(nn.Module):
         if not self.quantize_weights:
             return w
         qmax, keep, binary = self._consts
-        s = self.w_scale
-        if torch.is_grad_enabled() and (w.requires_grad or s.requires_grad):
-            return quantize_weight_fast(
-                w, s, qmax, keep, binary, raw=True, grad_consts=self._grad_consts
-            )
-        # without autograd (evaluation): reuse the quantized weights while neither the
-        # weights nor the scales changed (in-place updates bump ``_version``; a new tensor,
-        # a move or new bits change the pointers or ``_consts``)
-        key = (w._version, s._version, w.data_ptr(), s.data_ptr(), w.dtype, s.dtype)
-        c = self._wq_cache
-        if c is not None and c[0] == key and c[1] is self._consts:
-            return c[2]
-        wq = quantize_weight_fast(w, s, qmax, keep, binary, raw=True)
-        self._wq_cache = (key, self._consts, wq)
-        return wq
+        # (no cache of the quantized weights for evaluation: fused Adam updates the weights
+        # in place without bumping their version counter, so a cache could not tell)
+        return quantize_weight_fast(
+            w, self.w_scale, qmax, keep, binary, raw=True, grad_consts=self._grad_consts
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.quantize_input:
