@@ -23,6 +23,7 @@ __all__ = [
     "act_levels",
     "act_int_range",
     "weight_levels",
+    "weight_grad_consts",
     "calibrate_alpha",
     "quantize_act",
     "fake_quant_act",
@@ -106,34 +107,56 @@ class _WeightFakeQuant(torch.autograd.Function):
 
     With ``raw=True`` the node takes the learnable parameter and uses
     ``|scale| + 1e-12`` as the step (formed inside: one node instead of three).
+
+    The backward works on float 0/1 masks, never on bool tensors: on the CPU a bool
+    ``where``/compare costs 5-10 times a float multiply (torch 2.x kernels), and the
+    per-channel constants ``grad_consts`` (:func:`weight_grad_consts`) fold the pruned and
+    binary channels into the masks, so the gradients are bit-for-bit those of the
+    composition ``where(inside | binary, g * keep, 0)`` / ``sum(g * keep * ds)``.
     """
 
     @staticmethod
-    def forward(ctx, w, scale, qmax, keep, binary, raw=False):  # type: ignore[override]
-        ctx.raw_sign = torch.sign(scale) if raw else None
+    def forward(ctx, w, scale, qmax, keep, binary, raw, grad_consts):  # type: ignore[override]
+        sign = torch.sign(scale) if raw else None
         if raw:
             scale = scale.abs() + 1e-12
         x, q = weight_levels(w, scale, qmax, binary)
-        out = q * scale * keep
-        ctx.save_for_backward(x, q, qmax, keep, binary)
+        out = q * (scale * keep)  # keep is 0/1: the same bits as (q * scale) * keep
+        limit, nonbin = grad_consts
+        ctx.save_for_backward(x, q, keep if sign is None else keep * sign, limit, nonbin)
         ctx.shape = scale.shape
         return out
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
-        x, q, qmax, keep, binary = ctx.saved_tensors
-        gk = g * keep
-        inside = x.abs() <= qmax
-        ds = torch.where(inside, q - x, q)
-        if binary is not None:  # binary channels: the sign STE passes everything, ds = sign
-            inside = inside | binary
-            ds = torch.where(binary, q, ds)
-        gw = torch.where(inside, gk, 0.0)
+        x, q, keep_sign, limit, nonbin = ctx.saved_tensors
+        # 1 where w passes (inside the clipping range, or binary), 0 elsewhere and when pruned
+        mw = torch.le(x.abs(), limit, out=torch.empty_like(x))
+        gw = g * mw
+        ms = mw if nonbin is None else mw * nonbin  # LSQ's "inside": binary channels never
+        ds = torch.addcmul(q, x, ms, value=-1.0)  # q - x inside, q (the level) outside
         dims = tuple(range(1, g.dim()))
-        gs = (gk * ds).sum(dim=dims, keepdim=True).reshape(ctx.shape)
-        if ctx.raw_sign is not None:
-            gs = gs * ctx.raw_sign
-        return gw, gs, None, None, None, None
+        gs = (g * ds).sum(dim=dims, keepdim=True) * keep_sign
+        return gw, gs.reshape(ctx.shape), None, None, None, None, None
+
+
+def weight_grad_consts(
+    qmax: torch.Tensor, keep: torch.Tensor, binary: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-channel constants of the fake-quant backward, from :func:`weight_quant_consts`.
+
+    Returns:
+        ``(limit, nonbin)`` broadcastable like ``qmax``: ``limit`` is the clipping level
+        ``|w / s|`` may reach and still pass the gradient (``qmax``; ``inf`` for binary
+        channels, whose sign STE passes everything; ``-1`` for pruned channels, which
+        pass nothing); ``nonbin`` is 0 for binary channels, 1 otherwise (``None`` when the
+        layer has none).
+    """
+    limit = torch.where(keep > 0, qmax, -torch.ones_like(qmax))
+    if binary is None:
+        return limit, None
+    limit = torch.where(binary & (keep > 0), torch.full_like(qmax, float("inf")), limit)
+    return limit, (~binary).to(qmax.dtype)
 
 
 def quantize_weight(w: torch.Tensor, bits: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -175,13 +198,24 @@ def quantize_weight_fast(
     keep: torch.Tensor,
     binary: torch.Tensor | None,
     raw: bool = False,
+    grad_consts: tuple[torch.Tensor, torch.Tensor | None] | None = None,
 ) -> torch.Tensor:
     """:func:`quantize_weight` with the per-configuration constants precomputed.
 
     ``raw=True``: ``scale`` is the learnable parameter and the step is ``|scale| + 1e-12``.
+    ``grad_consts``: :func:`weight_grad_consts` of ``(qmax, keep, binary)`` if cached
+    (derived here otherwise). Without autograd (``no_grad``, or nothing requires a
+    gradient) the same values come from plain tensor ops, no node is recorded.
     """
     shape = (-1,) + (1,) * (w.dim() - 1)
-    return _WeightFakeQuant.apply(w, scale.reshape(shape), qmax, keep, binary, raw)
+    scale = scale.reshape(shape)
+    if not torch.is_grad_enabled() or not (w.requires_grad or scale.requires_grad):
+        if raw:
+            scale = scale.abs() + 1e-12
+        return weight_levels(w, scale, qmax, binary)[1] * (scale * keep)
+    if grad_consts is None:
+        grad_consts = weight_grad_consts(qmax, keep, binary)
+    return _WeightFakeQuant.apply(w, scale, qmax, keep, binary, raw, grad_consts)
 
 
 def fake_quant_weight(w: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
@@ -212,6 +246,10 @@ class _ActFakeQuant(torch.autograd.Function):
 
     The step ``(|alpha| + 1e-8) / qmax`` is formed inside the node (one node per layer
     and step instead of four: what a QAT step pays per layer is mostly node overhead).
+    The "inside the range" mask is kept as a float 0/1 tensor written over ``x / step``
+    (``torch.eq(..., out=float)``): a bool mask and ``where`` cost 5-10 times a float
+    multiply on the CPU, and the float mask needs no extra buffer. The node keeps two
+    activation-sized buffers (mask and per-element LSQ derivative) and returns the third.
     """
 
     @staticmethod
@@ -219,21 +257,21 @@ class _ActFakeQuant(torch.autograd.Function):
         step = (alpha.abs() + 1e-8) / qmax
         xs = x / step
         xc = xs.clamp(qmin, qmax)
-        inside = xc == xs  # the range is inclusive, as in LSQ
-        q = torch.round(xc)  # = clamp(round(xs)): the bounds are integers
-        ctx.save_for_backward(xc, q, inside, alpha)
+        out = torch.round(xc)  # = clamp(round(xs)): the bounds are integers
+        inside = torch.eq(xc, xs, out=xs)  # 1.0 inside the (inclusive, as in LSQ) range
+        # d(q*s)/ds per element: q - x/s inside the range (LSQ), the clipped level outside
+        # (inside, the clamped xc is x/s); written over xc, so two buffers are kept, not three
+        ds = torch.addcmul(out, inside, xc, value=-1.0, out=xc)
+        ctx.save_for_backward(inside, ds, alpha)
         ctx.qmax = qmax
-        return q * step
+        return out.mul_(step)
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
-        xc, q, inside, alpha = ctx.saved_tensors
-        gx = torch.where(inside, g, 0.0)  # (g * inside would copy the mask to float)
-        # d(q*s)/ds: q - x/s inside the range (LSQ), the clipped level outside; inside,
-        # the clamped xc is x/s, so sum(g q) - sum(gx xc) is exactly that
-        gs = torch.dot(g.reshape(-1), q.reshape(-1)) - torch.dot(gx.reshape(-1), xc.reshape(-1))
+        inside, ds, alpha = ctx.saved_tensors
+        gs = torch.dot(g.reshape(-1), ds.reshape(-1))
         ga = (gs * torch.sign(alpha) / ctx.qmax).reshape(alpha.shape)
-        return gx, ga, None, None
+        return g * inside, ga, None, None
 
 
 def quantize_act(
@@ -245,6 +283,9 @@ def quantize_act(
     PACT's learnable clipping range).
     """
     qmin, qmax = act_int_range(int(bits), bool(signed))
+    if not torch.is_grad_enabled() or not (x.requires_grad or alpha.requires_grad):
+        step = (alpha.abs() + 1e-8) / qmax
+        return torch.round(torch.clamp(x / step, qmin, qmax)) * step
     return _ActFakeQuant.apply(x, alpha, qmin, qmax)
 
 

@@ -14,6 +14,7 @@ from evomp.quant._functional import (
     init_weight_scale,
     quantize_act,
     quantize_weight_fast,
+    weight_grad_consts,
     weight_quant_consts,
 )
 from evomp.space import QUANTIZABLE
@@ -150,6 +151,7 @@ class QuantLayer(nn.Module):
     def _refresh_consts(self) -> None:
         w = self.module.weight
         self._consts = weight_quant_consts(self.w_bits, w.dim(), w.dtype)
+        self._grad_consts = weight_grad_consts(*self._consts)
 
     # ------------------------------------------------------------------ forward
     def quantized_weight(self) -> torch.Tensor:
@@ -157,7 +159,11 @@ class QuantLayer(nn.Module):
         if not self.quantize_weights:
             return w
         qmax, keep, binary = self._consts
-        return quantize_weight_fast(w, self.w_scale, qmax, keep, binary, raw=True)
+        # (no cache of the quantized weights for evaluation: fused Adam updates the weights
+        # in place without bumping their version counter, so a cache could not tell)
+        return quantize_weight_fast(
+            w, self.w_scale, qmax, keep, binary, raw=True, grad_consts=self._grad_consts
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.quantize_input:
