@@ -12,6 +12,8 @@ during QAT (PACT-style).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 __all__ = [
@@ -116,7 +118,8 @@ class _WeightFakeQuant(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, w, scale, qmax, keep, binary, raw, grad_consts):  # type: ignore[override]
+    def forward(ctx: Any, w: torch.Tensor, scale: torch.Tensor, qmax: Any, keep: Any,
+                binary: Any, raw: Any, grad_consts: Any) -> torch.Tensor:
         sign = torch.sign(scale) if raw else None
         if raw:
             scale = scale.abs() + 1e-12
@@ -128,7 +131,7 @@ class _WeightFakeQuant(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, g):  # type: ignore[override]
+    def backward(ctx: Any, g: torch.Tensor) -> Any:
         x, q, keep_sign, limit, nonbin = ctx.saved_tensors
         # 1 where w passes (inside the clipping range, or binary), 0 elsewhere and when pruned
         mw = torch.le(x.abs(), limit, out=torch.empty_like(x))
@@ -253,7 +256,8 @@ class _ActFakeQuant(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, alpha, qmin, qmax):  # type: ignore[override]
+    def forward(ctx: Any, x: torch.Tensor, alpha: torch.Tensor, qmin: Any,
+                qmax: Any) -> torch.Tensor:
         step = (alpha.abs() + 1e-8) / qmax
         xs = x / step
         xc = xs.clamp(qmin, qmax)
@@ -267,7 +271,7 @@ class _ActFakeQuant(torch.autograd.Function):
         return out.mul_(step)
 
     @staticmethod
-    def backward(ctx, g):  # type: ignore[override]
+    def backward(ctx: Any, g: torch.Tensor) -> Any:
         inside, ds, alpha = ctx.saved_tensors
         gs = torch.dot(g.reshape(-1), ds.reshape(-1))
         ga = (gs * torch.sign(alpha) / ctx.qmax).reshape(alpha.shape)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -136,13 +137,14 @@ class QuantLayer(nn.Module):
             self.a_table[b] = calibrate_alpha(x, b, signed)
         self.a_alpha.copy_(self.a_table[int(self.a_bits)])
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any,
+                              **kwargs: Any) -> None:
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._signed = bool(self.a_signed)
         self._a_bits = int(self.a_bits)
         self._refresh_consts()
 
-    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def,override]
+    def _apply(self, fn: Any, recurse: bool = True) -> QuantLayer:
         """``.to()``, ``.cuda()``, ``.double()``...: the cached constants follow the weights."""
         out = super()._apply(fn, recurse)
         self._refresh_consts()
@@ -173,7 +175,7 @@ class QuantLayer(nn.Module):
         if isinstance(m, nn.Linear):
             return F.linear(x, w, m.bias)
         if m.padding_mode != "zeros":
-            return m._conv_forward(x, w, m.bias)  # type: ignore[union-attr]
+            return m._conv_forward(x, w, m.bias)
         if isinstance(m, nn.Conv1d):
             return F.conv1d(x, w, m.bias, m.stride, m.padding, m.dilation, m.groups)
         return F.conv2d(x, w, m.bias, m.stride, m.padding, m.dilation, m.groups)
