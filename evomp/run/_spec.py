@@ -207,6 +207,8 @@ class SearchSpec:
     jobs: int = 1
     final_max: int = 8
     final_min_accuracy: float = 0.0
+    final_gap: float = 0.25
+    final_spacing: float = 0.02
     selection: str = "ehvi"
     surrogate: str = "auto"
     sensitivity: str = "hutchinson"
@@ -234,6 +236,9 @@ class SearchSpec:
             _at_least(f"search.{k}", getattr(self, k), 1)
         _at_least("search.population", self.population, 2)
         _at_least("search.time_limit_s", self.time_limit_s, 0, integer=False)
+        for k in ("final_gap", "final_spacing"):
+            if not 0 <= _number(f"search.{k}", getattr(self, k)) <= 1:
+                raise SpecError(f"search.{k} must lie in [0, 1], got {getattr(self, k)!r}")
         if not 0 <= _number("search.final_min_accuracy", self.final_min_accuracy) <= 1:
             raise SpecError(
                 f"search.final_min_accuracy must lie in [0, 1], got {self.final_min_accuracy!r}"

@@ -68,6 +68,20 @@ class SearchOptions:
     artifacts: str | None = None
 
 
+def _spaced(idx: np.ndarray, metric: np.ndarray, acc: np.ndarray, spacing: float
+            ) -> np.ndarray:
+    """``idx`` (sorted by ``metric``) without near-duplicates: a candidate whose metric is
+    within ``spacing`` (relative) of the last one kept is kept only if it is at least half
+    a point more accurate (a trade-off worth a final QAT, not a near-copy)."""
+    kept: list[int] = []
+    for i in idx:
+        if kept and metric[i] <= metric[kept[-1]] * (1 + spacing) \
+                and acc[i] < acc[kept[-1]] + 0.005:
+            continue
+        kept.append(int(i))
+    return np.array(kept, dtype=np.int64)
+
+
 def _canonical(r: Record) -> tuple[float, float, int]:
     """Training order of the surrogate: round, then row within its batch, then trial."""
     rd, slot = r.round, r.slot
@@ -533,9 +547,12 @@ class Search:
         obj = self.objectives
         costs = self.store.costs(recs)
         viol = obj.violation(y, costs).sum(axis=1)
-        # candidates below the accuracy floor are not worth a final QAT (unless none is above)
-        floor = self.s.final_min_accuracy
-        above = (viol == 0) & (y >= floor)
+        # candidates a user would never deploy are not worth a final QAT (unless none is
+        # left): below the floor, or more than final_gap below the best short-QAT accuracy
+        ok = viol == 0
+        best = float(y[ok].max()) if ok.any() else float(y.max())
+        floor = max(self.s.final_min_accuracy, best - self.s.final_gap)
+        above = ok & (y >= floor)
         feas = np.nonzero(above if above.any() else viol == 0)[0]
         cap = self.s.final_max
         if len(feas):
@@ -547,6 +564,7 @@ class Search:
             nd = feas[nondominated(F) | nd2]
             key = costs[obj.hw_metrics[0]][nd]
             nd = nd[np.argsort(key, kind="stable")]
+            nd = _spaced(nd, costs[obj.hw_metrics[0]], y, self.s.final_spacing)
             if len(nd) > cap:
                 pick = np.unique(np.rint(np.linspace(0, len(nd) - 1, cap)).astype(int))
                 nd = nd[pick]

@@ -86,7 +86,7 @@ def _search(**kw: object) -> dict:
          r"search\.sensitivity must be one of 'hutchinson', 'fisher'"),
         (_search(algorithm="cmaes"), r"search\.algorithm must be one of 'nsga2'"),
         (_search(sampler="random"), r"search\.sampler must be one of 'nsga2', 'nsga3', 'tpe'"),
-        (_search(engine="ray"), r"search\.engine must be one of 'pymoo', 'optuna'"),
+        (_search(engine="ray"), r"search\.engine must be one of 'optuna', 'pymoo'"),
         # [search] objectives, constraints, hardware
         (_search(objectives=["accuracy"]), "at least one hardware metric"),
         (_search(objectives="accuracy"), r"search\.objectives must be a list"),
@@ -113,7 +113,9 @@ def _search(**kw: object) -> dict:
         (_search(per_round=0), r"search\.per_round must be >= 1, got 0"),
         (_search(population=1), r"search\.population must be >= 2, got 1"),
         (_search(generations=0), r"search\.generations must be >= 1, got 0"),
-        (_search(jobs=0), r"search\.jobs must be >= 1, got 0"),
+        (_search(jobs=-1), r"search\.jobs must be >= 0, got -1"),
+        (_search(mode="sync"), r"search\.mode must be one of"),
+        (_search(final_gap=2), r"search\.final_gap must lie in \[0, 1\]"),
         # [space]
         ({"name": "x", "space": {"exclude": "fc"}}, r"space\.exclude must be a list"),
         ({"name": "x", "space": {"exclude": [1]}}, r"space\.exclude must hold non-empty strings"),
