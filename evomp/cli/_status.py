@@ -49,7 +49,8 @@ def status(d: Path, storage: str | None = None) -> dict:
         out["front"] = front  # "unreadable: ..."
     rows = rd.read_quality()
     if rows:
-        q = {k: rows[-1].get(k) for k in ("round", "kendall_tau", "spearman", "mae", "model")}
+        q = {k: rows[-1].get(k) for k in ("round", "kendall_tau", "spearman", "mae", "model",
+                                           "pooled_tau", "pooled_tau_top", "pooled_n")}
         if isinstance(q["round"], float) and q["round"].is_integer():
             q["round"] = int(q["round"])
         out["surrogate"] = q
@@ -79,6 +80,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"surrogate:        round {q['round']}: kendall tau {num(q['kendall_tau'], '.3f')}, "
               f"spearman {num(q['spearman'], '.3f')}, MAE {num(q['mae'], '.4f')} "
               f"({q['model']})")
+        if q.get("pooled_tau") is not None:
+            print(f"                  pooled out-of-sample over {num(q['pooled_n'], '.0f')} round "
+                  f"candidates: kendall tau {num(q['pooled_tau'], '.3f')}, within 5 points of "
+                  f"the best {num(q['pooled_tau_top'], '.3f')}")
     if s.get("cpu_seconds") is not None:
         print(f"time:             {float(s['cpu_seconds']):.0f} CPU-seconds"
               + (f", {float(s['wall_seconds']):.0f}s wall" if s.get("wall_seconds") else ""))
