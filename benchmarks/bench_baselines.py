@@ -61,6 +61,18 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _relative(obj: Any) -> Any:
+    """``obj`` with every path under the repository written relative to it (the JSON is
+    committed: no machine's absolute paths)."""
+    if isinstance(obj, str) and obj.startswith(str(ROOT) + "/"):
+        return obj[len(str(ROOT)) + 1:]
+    if isinstance(obj, dict):
+        return {k: _relative(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_relative(v) for v in obj]
+    return obj
 sys.path.insert(0, str(ROOT))
 
 from evomp.reports._compare import Comparison, compare_runs, plot_fronts  # noqa: E402
@@ -741,7 +753,7 @@ def report(args: argparse.Namespace, spec_path: Path, plan: dict[str, Method],
     }
     md = markdown_report(result, cmp_mem, cmp_lat, labels, metas_by_run, names)
     result["markdown"] = md
-    results.write_text(json.dumps(result, indent=1))
+    results.write_text(json.dumps(_relative(result), indent=1))
     print()
     print(md)
     print(f"\nwrote {results} and the PNGs next to it")

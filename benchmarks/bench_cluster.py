@@ -251,7 +251,8 @@ def main() -> None:
     print(f"\nstorage backend: {kind}")
     print("| measure | value |\n|---|---|")
     for r in res.get("throughput", []):
-        print(f"| {r['jobs']} worker(s): true evaluations / hour | {r['evaluations_per_hour']:.0f} |")
+        print(f"| {r['jobs']} worker(s): true evaluations / hour | "
+              f"{r['evaluations_per_hour']:.0f} |")
         print(f"| {r['jobs']} worker(s): idle share | {100 * r['idle_share_mean']:.1f}% |")
     for r in res["storage"]:
         print(f"| storage per trial at {r['trials_in_study']} trials (synthetic) | "
