@@ -71,6 +71,8 @@ def toy_parts(engine: str, variant: str, seed: int = 0, *, repair: bool = False,
         rep = FreeBitsRepair(table, hwmodels.get("pulp", table=table), "latency_cycles")
     if engine == "optuna":  # population * generations // 4 cheap trials: five generations
         population, generations = 8, 20
+        if variant == "gp":  # a Gaussian-process fit per trial: fewer trials
+            population, generations = 4, 12
     return EngineParts(table=table, encoding=enc, n_obj=2, n_constr=0, seed=seed,
                        population=population, generations=generations,
                        algorithm=variant if engine == "pymoo" else "nsga2",
