@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from evomp.cli._args import threads_arg
-
 __all__ = ["register"]
 
 
@@ -29,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scheduler", help="dask.distributed scheduler address: start the "
                    "--jobs workers on that cluster")
     p.add_argument("--seed", type=int, help="random seed (overrides the spec)")
-    p.add_argument("--threads", type=threads_arg, help="torch threads of this process")
+    p.add_argument("--threads", type=int, help="torch threads of this process")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--no-reference", action="store_true",
                    help="skip the uniform reference points (8-bit PTQ, 4- and 2-bit short QAT)")

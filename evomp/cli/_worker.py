@@ -8,8 +8,6 @@ import os
 import socket
 from pathlib import Path
 
-from evomp.cli._args import threads_arg
-
 __all__ = ["register"]
 
 
@@ -37,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "LOCAL_RANK, or the first one; the CPU when there is none)")
     p.add_argument("--float", dest="float_path", help="float weights to use instead of "
                    "fetching the study's (refused when they differ)")
-    p.add_argument("--threads", type=threads_arg, help="torch threads of this worker")
+    p.add_argument("--threads", type=int, help="torch threads of this worker")
     p.add_argument("--max-trials", type=int, help="stop after this many evaluations")
     p.add_argument("--idle-exit", type=float, help="stop after this many seconds with "
                    "nothing to take (default: wait until the controller says done)")
@@ -130,6 +128,9 @@ def run(args: argparse.Namespace) -> int:
     me = f"{socket.gethostname()}-{os.getpid()}"
     out = Path(args.out) if args.out else (Path(args.run_dir) / "workers" / me if args.run_dir
                                             else Path("runs") / f"worker-{me}")
+    if args.threads is not None and args.threads < 0:
+        raise EvompError(f"--threads must be >= 0 (0 = one thread per worker), got "
+                         f"{args.threads}")
     set_threads(args.threads if args.threads else 1)
     device = worker_device(args.device)
     ctx, sha = worker_context(study, out, device,
