@@ -171,32 +171,47 @@ def _median(vals: list[float]) -> float:
     return float(np.median(v)) if v.size else float("nan")
 
 
+def _fmt(col: str, v: float) -> str:
+    return f"{v:>9.4f}" if col == "front_hv" else f"{v:>9.3f}"
+
+
+def _recorded(runs: list[RunData], title: str) -> dict[str, Any]:
+    """Print and return the recorded pooled figures of ``runs``, per run and median."""
+    cols = ("pooled_tau", "pooled_tau_top", "pooled_mae", "n", "n_top", "front_hv")
+    heads = ("tau", "tau_top", "mae", "n", "n_top", "front_hv")
+    print(f"{title:<28}" + "".join(f"{c:>9}" for c in heads))
+    per: dict[str, Any] = {}
+    for run in runs:
+        q = pooled(run, run.predicted)
+        q["front_hv"] = (front_hypervolume(run.path) if (run.path / "front.csv").is_file()
+                         else float("nan"))
+        per[_rel(run.path)] = q
+        print(f"{run.path.name:<28}" + "".join(_fmt(c, q[c]) for c in cols))
+    med = {c: _median([q[c] for q in per.values()]) for c in cols}
+    print(f"{'median':<28}" + "".join(_fmt(c, med[c]) for c in cols))
+    return {"per_run": per, "median": med}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", nargs="+", required=True, help="run directories")
+    ap.add_argument("--after", nargs="*", default=[],
+                    help="run directories of the changed code, reported beside --runs")
     ap.add_argument("--replay", action="store_true", help="also replay candidate models")
     ap.add_argument("--models", default=",".join(MODELS),
                     help=f"comma-separated replay models among {sorted(MODELS)}")
-    ap.add_argument("--label", default="", help="a label stored with the results")
+    ap.add_argument("--label", default="runs", help="the name of the --runs group")
     ap.add_argument("--out", default=str(RESULTS / "bench_surrogate_frontier.json"))
     args = ap.parse_args(argv)
     runs = [load_run(d) for d in args.runs]
-    res: dict[str, Any] = {"label": args.label, "margin": MARGIN, "hv_ref": HV_REF,
-                           "recorded": {}, "replay": {}}
+    res: dict[str, Any] = {"margin": MARGIN, "hv_ref": HV_REF, "recorded": {}, "replay": {}}
+    res["recorded"][args.label] = _recorded(runs, f"recorded: {args.label}")
+    if args.after:
+        print()
+        res["recorded"]["after"] = _recorded([load_run(d) for d in args.after],
+                                             "recorded: after")
     cols = ("pooled_tau", "pooled_tau_top", "pooled_mae", "n", "n_top")
     heads = ("tau", "tau_top", "mae", "n", "n_top")
-    print(f"{'recorded':<28}" + "".join(f"{c:>9}" for c in heads) + f"{'front_hv':>10}")
-    for run in runs:
-        q = pooled(run, run.predicted)
-        hv = front_hypervolume(run.path) if (run.path / "front.csv").is_file() else np.nan
-        q["front_hv"] = hv
-        res["recorded"][_rel(run.path)] = q
-        print(f"{run.path.name:<28}" + "".join(f"{q[c]:>9.3f}" for c in cols)
-              + f"{hv:>10.4f}")
-    med = {c: _median([q[c] for q in res["recorded"].values()]) for c in (*cols, "front_hv")}
-    res["recorded_median"] = med
-    print(f"{'median':<28}" + "".join(f"{med[c]:>9.3f}" for c in cols)
-          + f"{med['front_hv']:>10.4f}")
     if args.replay:
         names = [m for m in args.models.split(",") if m]
         unknown = sorted(set(names) - set(MODELS))
