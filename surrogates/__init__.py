@@ -26,7 +26,7 @@ from surrogates._predictors import (
     HawqProxy,
     default_candidates,
 )
-from surrogates._quality import rank_quality
+from surrogates._quality import pooled_rank_quality, rank_quality
 from surrogates._select import expected_hvi, select_diverse, select_ehvi, select_uncertain
 from surrogates._sensitivity import (
     METHODS,
@@ -52,6 +52,7 @@ __all__ = [
     "expected_hvi",
     "fingerprint",
     "hutchinson_diagonal",
+    "pooled_rank_quality",
     "rank_quality",
     "select_diverse",
     "select_ehvi",

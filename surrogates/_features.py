@@ -97,11 +97,23 @@ class GenomeFeatures(TransformerMixin, BaseEstimator):
     * ``w_share[b]`` for each weight choice ``b``: share of channels at ``b`` bits;
       ``w_mem_share``: weight memory (``fan_in * bits``) over its value at the largest
       choice; ``pruned_share``: share of channels at 0 bit; ``a_mean_bits``;
+    * with ``widths=True``: ``min_log_kept``, the smallest ``log2(1 + kept channels)``
+      over layers (the network's narrowest point), and ``max_pruned_share``, the largest
+      share of a layer's channels pruned;
     * with ``per_layer=True``, per layer: ``w_term[name]``, ``a_term[name]`` (``log10``
-      if ``log_terms``), ``w_mean_bits[name]``, ``pruned_share[name]``;
+      if ``log_terms``), ``w_mean_bits[name]``, ``pruned_share[name]``, and with
+      ``widths=True`` ``log_kept[name]``: ``log2(1 + kept channels)`` of the layer;
     * the ``n_extra`` pass-through columns, ``extra_0`` ...
 
     Pinned layers hold no genes but their fixed bits still contribute error terms.
+
+    **Why widths.** The sensitivity terms are second-order estimates around the float
+    weights: they rate pruning a channel as costing its own small ``H * ||W||^2``, which
+    holds for a few channels but not when a layer is cut down to a handful of channels,
+    where accuracy collapses (a short QAT cannot route the information through two
+    channels). The search pushes into exactly that corner, so the width of each layer in
+    channels, on a log scale (halving a layer costs alike at any width), and the
+    narrowest layer are given directly. A kept channel is one with a nonzero bit-width.
 
     **Multi-fidelity.** To give the predictors the cheap PTQ accuracy of each genome,
     append it as a last column to the genome batch and set ``n_extra=1``::
@@ -116,6 +128,7 @@ class GenomeFeatures(TransformerMixin, BaseEstimator):
         log_terms: per-layer terms as ``log10(term + eps)``, ``eps`` a tenth of the
             layer's term at the highest precision (scale-free inputs for GPs).
         n_extra: trailing input columns passed through unchanged (e.g. PTQ accuracy).
+        widths: add the layer-width columns (kept channels per layer, narrowest layer).
 
     Attributes:
         n_features_in_: ``table.n_genes + n_extra``.
@@ -129,12 +142,14 @@ class GenomeFeatures(TransformerMixin, BaseEstimator):
         per_layer: bool = True,
         log_terms: bool = True,
         n_extra: int = 0,
+        widths: bool = True,
     ) -> None:
         self.table = table
         self.profile = profile
         self.per_layer = per_layer
         self.log_terms = log_terms
         self.n_extra = n_extra
+        self.widths = widths
 
     # ------------------------------------------------------------------ fit
     def fit(self, X: Any, y: Any = None) -> GenomeFeatures:
@@ -251,8 +266,12 @@ class GenomeFeatures(TransformerMixin, BaseEstimator):
                  "log_a_total"]
         names += [f"w_share[{b}]" for b in t.w_choices]
         names += ["w_mem_share", "pruned_share", "a_mean_bits"]
+        if self.widths:
+            names += ["min_log_kept", "max_pruned_share"]
         if self.per_layer:
-            for key in ("w_term", "a_term", "w_mean_bits", "pruned_share"):
+            keys = ["w_term", "a_term", "w_mean_bits", "pruned_share"]
+            keys += ["log_kept"] if self.widths else []
+            for key in keys:
                 names += [f"{key}[{lay.name}]" for lay in t.layers]
         names += [f"extra_{i}" for i in range(int(self.n_extra))]
         return names
@@ -365,7 +384,8 @@ class GenomeFeatures(TransformerMixin, BaseEstimator):
         ch_share = counts.sum(1) / n_ch.sum()  # (n, J)
         mem = (bits_sum * lut["fan_in"]).sum(1) / lut["mem_top"]
         zero = list(self.table.w_choices).index(0) if 0 in self.table.w_choices else None
-        pruned_l = counts[:, :, zero] / n_ch if zero is not None else np.zeros_like(w_term)
+        pruned_n = counts[:, :, zero] if zero is not None else np.zeros_like(w_term)
+        pruned_l = pruned_n / n_ch
         pruned = counts[:, :, zero].sum(1) / n_ch.sum() if zero is not None else np.zeros(n)
         cols = [
             tot, w_tot, a_tot,
@@ -375,6 +395,9 @@ class GenomeFeatures(TransformerMixin, BaseEstimator):
         ]
         cols += list(ch_share.T)
         cols += [mem, pruned, raw["a_bits"].mean(1)]
+        if self.widths:
+            log_kept = np.log2(1.0 + (n_ch - pruned_n))
+            cols += [log_kept.min(1), pruned_l.max(1)]
         blocks = [np.column_stack(cols)]
         if self.per_layer:
             if self.log_terms:
@@ -382,6 +405,8 @@ class GenomeFeatures(TransformerMixin, BaseEstimator):
             else:
                 blocks += [w_term, a_term]
             blocks += [bits_sum / n_ch, pruned_l]
+            if self.widths:
+                blocks += [log_kept]
         return np.concatenate(blocks, axis=1)
 
     def __sklearn_tags__(self):  # type: ignore[no-untyped-def]

@@ -12,7 +12,8 @@ import surrogates._features as feat
 from surrogates import HAWQ_TOTAL, GenomeFeatures, HawqProxy
 
 
-def _slow_features(table, prof, genome, per_layer=True, log_terms=True, eps=None):
+def _slow_features(table, prof, genome, per_layer=True, log_terms=True, eps=None,
+                   widths=True):
     """Per-genome reference written from the definitions, with python loops."""
     wb = table.weight_bits(genome[None])[0]
     ab = table.act_bits(genome[None])[0]
@@ -46,6 +47,13 @@ def _slow_features(table, prof, genome, per_layer=True, log_terms=True, eps=None
     fan = np.array([table.layers[table.channel_layer[c]].fan_in for c in range(n_ch)])
     row += [np.sum(fan * wb) / (fan.sum() * max(table.w_choices)), np.sum(wb == 0) / n_ch,
             ab.mean()]
+    kept, pruned = [], []
+    for i in range(n_l):  # channels with a nonzero bit-width, and the pruned share
+        sl = slice(table.layer_start[i], table.layer_start[i + 1])
+        kept.append(np.log2(1 + np.count_nonzero(wb[sl])))
+        pruned.append(np.mean(wb[sl] == 0))
+    if widths:
+        row += [min(kept), max(pruned)]
     if per_layer:
         row += list(np.log10(w_term + ew) if log_terms else w_term)
         row += list(np.log10(a_term + ea) if log_terms else a_term)
@@ -55,6 +63,8 @@ def _slow_features(table, prof, genome, per_layer=True, log_terms=True, eps=None
         for i in range(n_l):
             sl = slice(table.layer_start[i], table.layer_start[i + 1])
             row.append(np.mean(wb[sl] == 0))
+        if widths:
+            row += kept
     return np.array(row)
 
 
@@ -80,17 +90,20 @@ TABLES = {
 
 @pytest.mark.parametrize("pins", list(TABLES))
 @pytest.mark.parametrize("granularity", ["channel", "layer"])
-@pytest.mark.parametrize("per_layer,log_terms", [(True, True), (True, False), (False, True)])
+@pytest.mark.parametrize("per_layer,log_terms,widths", [
+    (True, True, True), (True, False, True), (False, True, True), (True, True, False),
+    (False, True, False)])
 def test_vectorized_equals_slow_reference(tanh_setup, tanh_profile, rng, pins, granularity,
-                                          per_layer, log_terms) -> None:
+                                          per_layer, log_terms, widths) -> None:
     model, data = tanh_setup
     table = table_for(model, data[0][0][:2], pins=TABLES[pins], granularity=granularity)
     g = _random_genomes(table, 150, rng)  # crosses the 64-genome lookup blocks
-    tf = GenomeFeatures(table, tanh_profile, per_layer=per_layer, log_terms=log_terms).fit(g)
+    tf = GenomeFeatures(table, tanh_profile, per_layer=per_layer, log_terms=log_terms,
+                        widths=widths).fit(g)
     got = tf.transform(g)
     eps = _eps(table, tanh_profile)
-    want = np.stack([_slow_features(table, tanh_profile, row, per_layer, log_terms, eps)
-                     for row in g])
+    want = np.stack([_slow_features(table, tanh_profile, row, per_layer, log_terms, eps,
+                                    widths) for row in g])
     assert got.shape == want.shape == (150, len(tf.get_feature_names_out()))
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-14)
 

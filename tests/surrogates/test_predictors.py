@@ -32,6 +32,7 @@ ESTIMATORS = [
     BoostingSurrogate(n_members=2, n_estimators=20),
     HawqProxy(),
     AutoSurrogate(candidates=_small_candidates(), cv=3),
+    AutoSurrogate(candidates=_small_candidates(), cv=3, focus=0.5),
 ]
 
 
