@@ -500,22 +500,17 @@ class Search:
     def _pooled(self) -> dict[str, float]:
         """Pooled out-of-sample rank quality: every round candidate's prediction, made
         before it was trained, against its measurement; overall and among those within 5
-        points of the best measured accuracy."""
-        from scipy.stats import kendalltau
+        points of the best accuracy of the run (:func:`surrogates.pooled_rank_quality`)."""
+        import surrogates
 
-        recs = [r for r in self.store.records() if r.source == "round" and not r.failed
-                and r.predicted_accuracy is not None]
-        out = {"pooled_n": float(len(recs)), "pooled_tau": float("nan"),
-               "pooled_tau_top": float("nan")}
-        if len(recs) < 3:
-            return out
-        meas = np.array([r.val_accuracy for r in recs])
-        pred = np.array([r.predicted_accuracy for r in recs], dtype=float)
-        out["pooled_tau"] = float(kendalltau(meas, pred).statistic)
-        top = meas >= meas.max() - 0.05
-        if top.sum() >= 3:
-            out["pooled_tau_top"] = float(kendalltau(meas[top], pred[top]).statistic)
-        return out
+        ok = [r for r in self.store.records() if not r.failed]
+        recs = [r for r in ok if r.source == "round" and r.predicted_accuracy is not None]
+        q = surrogates.pooled_rank_quality(
+            [r.val_accuracy for r in recs], [r.predicted_accuracy for r in recs],
+            best=max((r.val_accuracy for r in ok), default=None))
+        return {"pooled_n": float(q["n"]), "pooled_tau": float(q["pooled_tau"]),
+                "pooled_tau_top": float(q["pooled_tau_top"]),
+                "pooled_mae": float(q["pooled_mae"])}
 
     def _quality_row(self, round_: int, n_train: int, meas: np.ndarray, pred: np.ndarray,
                      model: str) -> None:
