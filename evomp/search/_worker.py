@@ -145,13 +145,17 @@ def evaluate_task(queue: Queue, evaluator: Evaluator, objectives: Objectives, ta
 
 def _retrying(what: str, fn: Callable[[], Any]) -> Any:
     """``fn()``, retried with backoff while the storage is unreachable."""
-    import sqlalchemy.exc
+    lost: tuple[type[BaseException], ...] = (ConnectionError,)
+    try:  # the cluster extra; without it there is no database to lose
+        import sqlalchemy.exc
 
+        lost += (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
+    except ImportError:
+        pass
     for i, wait in enumerate((*BACKOFF_S, None)):
         try:
             return fn()
-        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
-                ConnectionError) as e:
+        except lost as e:
             if wait is None:
                 raise EvompError(
                     f"lost the study's database while {what} ({type(e).__name__}); gave up "
