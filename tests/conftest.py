@@ -175,3 +175,86 @@ def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> TinyRuns:
 def tiny_tmp(tiny_runs: TinyRuns, tmp_path: Path) -> Path:
     """``tmp_path``, whose run directories start from the session's float model."""
     return tiny_runs.share(tmp_path)
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+def _pg_bin(name: str) -> str | None:
+    import glob
+
+    found = shutil.which(name)
+    if found:
+        return found
+    cands = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return cands[-1] if cands else None
+
+
+@pytest.fixture
+def pg_server(request: pytest.FixtureRequest) -> Any:
+    """``start(password=None) -> url``: a throw-away PostgreSQL server on loopback with a
+    database ``evomp_test`` (trust, or scram-sha-256 with ``password``), stopped and removed
+    after the test. Skips where PostgreSQL or psycopg is missing."""
+    import os
+    import socket
+    import subprocess
+    import tempfile
+    import time
+    from urllib.parse import quote
+
+    psycopg = pytest.importorskip("psycopg")
+    initdb, postgres = _pg_bin("initdb"), _pg_bin("postgres")
+    if not initdb or not postgres:
+        pytest.skip("PostgreSQL is not installed ('make test' installs it with apt-get)")
+
+    def start(password: str | None = None) -> str:
+        base = Path(tempfile.mkdtemp(prefix="evomp-pg-", dir="/tmp"))
+        request.addfinalizer(lambda: shutil.rmtree(base, ignore_errors=True))
+        prefix: list[str] = []
+        if os.geteuid() == 0:  # the server refuses to run as root
+            import pwd
+
+            try:
+                pw = pwd.getpwnam("postgres")
+            except KeyError:
+                pytest.skip("running as root and there is no 'postgres' user for the server")
+            os.chown(base, pw.pw_uid, pw.pw_gid)
+            prefix = ["runuser", "-u", "postgres", "--"]
+        os.chmod(base, 0o755)
+        auth = ["-A", "trust"]
+        if password is not None:
+            pwfile = base / "pw"
+            pwfile.write_text(password + "\n")
+            os.chmod(pwfile, 0o644)
+            auth = ["-A", "scram-sha-256", f"--pwfile={pwfile}"]
+        subprocess.run(prefix + [initdb, "-D", str(base / "data"), *auth, "-U", "postgres",
+                                 "--no-sync"], check=True, capture_output=True)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        server = subprocess.Popen(
+            prefix + [postgres, "-D", str(base / "data"), "-p", str(port), "-k", str(base),
+                      "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def stop() -> None:
+            server.terminate()
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        request.addfinalizer(stop)
+        deadline = time.time() + 60
+        while True:
+            try:
+                conn = psycopg.connect(host="127.0.0.1", port=port, user="postgres",
+                                       password=password, dbname="postgres", autocommit=True)
+                break
+            except psycopg.OperationalError:
+                if time.time() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        conn.execute("CREATE DATABASE evomp_test")
+        conn.close()
+        auth_part = "" if password is None else ":" + quote(password, safe="")
+        return f"postgresql://postgres{auth_part}@127.0.0.1:{port}/evomp_test"
+
+    return start

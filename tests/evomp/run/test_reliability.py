@@ -354,75 +354,12 @@ def test_evaluations_jsonl_tolerates_a_torn_line_and_reports_a_failed_append(
 
 
 # ---------------------------------------------------------------- PGPASSWORD, ~/.pgpass
-def _pg_bin(name: str) -> str | None:
-    import glob
-
-    found = shutil.which(name)
-    if found:
-        return found
-    cands = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    return cands[-1] if cands else None
-
-
 @pytest.fixture
-def pg_with_password(tmp_path: Path):  # type: ignore[no-untyped-def]
+def pg_with_password(pg_server: Any) -> tuple[str, str]:
     """``(url with password, password)`` of a PostgreSQL server on loopback that asks for a
     password (scram-sha-256)."""
-    import tempfile
-    from urllib.parse import quote
-
-    psycopg = pytest.importorskip("psycopg")
-    initdb, postgres = _pg_bin("initdb"), _pg_bin("postgres")
-    if not initdb or not postgres:
-        pytest.skip("PostgreSQL is not installed ('make test' installs it with apt-get)")
-    base = Path(tempfile.mkdtemp(prefix="evomp-pgpw-", dir="/tmp"))
-    prefix: list[str] = []
-    if os.geteuid() == 0:  # the server refuses to run as root
-        import pwd
-
-        try:
-            pw = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user to run the server")
-        os.chown(base, pw.pw_uid, pw.pw_gid)
-        prefix = ["runuser", "-u", "postgres", "--"]
-    os.chmod(base, 0o755)
     password = "p#ss/w?rd@x"
-    pwfile = base / "pw"
-    pwfile.write_text(password + "\n")
-    os.chmod(pwfile, 0o644)
-    subprocess.run(prefix + [initdb, "-D", str(base / "data"), "-A", "scram-sha-256", "-U",
-                             "postgres", f"--pwfile={pwfile}", "--no-sync"],
-                   check=True, capture_output=True)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        prefix + [postgres, "-D", str(base / "data"), "-p", str(port), "-k", str(base),
-                  "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                conn = psycopg.connect(host="127.0.0.1", port=port, user="postgres",
-                                       password=password, dbname="postgres", autocommit=True)
-                break
-            except psycopg.OperationalError:
-                if time.time() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(0.2)
-        conn.execute("CREATE DATABASE evomp_test")
-        conn.close()
-        yield (f"postgresql://postgres:{quote(password, safe='')}@127.0.0.1:{port}/evomp_test",
-               password)
-    finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        shutil.rmtree(base, ignore_errors=True)
+    return pg_server(password), password
 
 
 @pytest.mark.postgres
