@@ -231,14 +231,21 @@ def evaluate(models: Sequence[HardwareModel], table: LayerTable, genomes: np.nda
     Raises:
         ValueError: two models provide the same metric.
     """
-    _check_clash(models)
-    for m in models:
-        m.bind(table)
-    batch = BitBatch.from_genomes(table, genomes)
+    batch = _bound_batch(models, table, genomes)
     out: Costs = {}
     for m in models:
         out.update(m.cost_batch(batch))
     return out
+
+
+def _bound_batch(models: Sequence[HardwareModel], table: LayerTable, genomes: np.ndarray
+                 ) -> BitBatch:
+    """The decoded batch of ``genomes``, with every model bound to ``table`` (metric names
+    checked for clashes first)."""
+    _check_clash(models)
+    for m in models:
+        m.bind(table)
+    return BitBatch.from_genomes(table, genomes)
 
 
 def evaluate_layers(models: Sequence[HardwareModel], table: LayerTable | BitBatch,
@@ -264,17 +271,15 @@ def evaluate_layers(models: Sequence[HardwareModel], table: LayerTable | BitBatc
         ValueError: two models provide the same metric, bad genomes, or bits a model
             has no figure for.
     """
-    _check_clash(models)
     if isinstance(table, BitBatch):
         if genomes is not None:
             raise ValueError("evaluate_layers takes a table and genomes, or a BitBatch alone")
+        _check_clash(models)
         batch = table
     else:
         if genomes is None:
             raise ValueError("evaluate_layers needs genomes with a layer table")
-        for m in models:
-            m.bind(table)
-        batch = BitBatch.from_genomes(table, genomes)
+        batch = _bound_batch(models, table, genomes)
     out: Costs = {}
     for m in models:
         out.update(m.layer_cost_batch(batch))

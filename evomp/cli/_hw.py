@@ -117,19 +117,13 @@ def _check_param_names(params: dict[str, dict[str, Any]]) -> None:
     Raises:
         EvompError: an unknown key, naming the model's parameters.
     """
-    import hwmodels
     from evomp._errors import EvompError
+    from evomp.run import unknown_hw_parameter
 
     for model, kw in params.items():
-        allowed = sorted(hwmodels.model_class(model).parameters)
-        unknown = sorted(set(kw) - set(allowed))
-        if unknown:
-            raise EvompError(
-                f"--param {model}.{unknown[0]}: {unknown[0]!r} is not a parameter of hardware "
-                f"model {model!r}" + (f" (nor are {unknown[1:]})" if unknown[1:] else "")
-                + (f"; its parameters are {allowed}" if allowed else "; it takes no parameters")
-                + " (see 'evomp hw list')"
-            )
+        bad = unknown_hw_parameter(model, kw)
+        if bad:
+            raise EvompError(f"--param {model}.{bad[0]}: {bad[0]!r} {bad[1]}")
 
 
 def _uniform_bits(table: Any, w: int, a: int) -> tuple[Any, Any]:

@@ -44,6 +44,7 @@ from evomp.run._spec import (
     load_spec,
     parse_spec,
     spec_to_toml,
+    unknown_hw_parameter,
 )
 from evomp.run._storage import check_storage_url, load_run_study, mask_url, open_storage
 
@@ -84,5 +85,6 @@ __all__ = [
     "parse_spec",
     "read_front",
     "spec_to_toml",
+    "unknown_hw_parameter",
     "write_evaluations",
 ]

@@ -339,18 +339,23 @@ class RunDir:
         return RunLock(self.lock)
 
     # ------------------------------------------------------------ json files
-    def read_json(self, path: Path, default: Any = None) -> Any:
-        """A JSON file of the directory; ``default`` when absent.
+    def read_json(self, path: Path, default: Any = None, advice: str = "") -> Any:
+        """A JSON object file of the directory; ``default`` when absent.
 
         Raises:
-            EvompError: the file is not valid JSON.
+            EvompError: the file is not valid JSON or not an object (``advice`` says what
+                to do about it).
         """
         if not path.is_file():
             return default
+        tail = f"; {advice}" if advice else ""
         try:
-            return json.loads(path.read_text())
+            d = json.loads(path.read_text())
         except (OSError, ValueError) as e:
-            raise EvompError(f"{path} is damaged (not valid JSON: {e})") from e
+            raise EvompError(f"{path} is damaged (not valid JSON: {e}){tail}") from e
+        if not isinstance(d, dict):
+            raise EvompError(f"{path} is damaged (not a JSON object){tail}")
+        return d
 
     def write_json(self, path: Path, obj: Any) -> None:
         """Write ``obj`` as JSON to ``path`` (atomic)."""
@@ -362,10 +367,7 @@ class RunDir:
         Raises:
             EvompError: it is damaged.
         """
-        d = self.read_json(self.run_json, {})
-        if not isinstance(d, dict):
-            raise EvompError(f"{self.run_json} is damaged (not a JSON object)")
-        return d
+        return dict(self.read_json(self.run_json, {}))
 
     # -------------------------------------------------------------- progress
     def read_progress(self) -> dict[str, Any]:
@@ -374,18 +376,8 @@ class RunDir:
         Raises:
             EvompError: the file is damaged (what to do about it).
         """
-        p = self.progress
-        if not p.is_file():
-            return {}
-        try:
-            d = json.loads(p.read_text())
-        except (OSError, ValueError) as e:
-            raise EvompError(f"{p} is damaged ({e}); delete it to resume (only the CPU-seconds "
-                             "count and the round number are lost)") from e
-        if not isinstance(d, dict):
-            raise EvompError(f"{p} is damaged (not a JSON object); delete it to resume (only "
-                             "the CPU-seconds count and the round number are lost)")
-        return d
+        return dict(self.read_json(self.progress, {}, "delete it to resume (only the "
+                                   "CPU-seconds count and the round number are lost)"))
 
     def update_progress(self, **kw: Any) -> None:
         """Merge ``kw`` into the progress file (atomic)."""
@@ -485,13 +477,8 @@ class RunDir:
         if not jpath.is_file():
             raise EvompError(f"{self.path} has front.csv but no front.json; run the same "
                              "`evomp run` (or baseline) command again to write the front anew")
-        try:
-            mem = json.loads(jpath.read_text())
-        except (OSError, ValueError) as e:
-            raise EvompError(f"{jpath} is damaged (not valid JSON: {e}); run the same `evomp "
-                             "run` (or baseline) command again to write the front anew") from e
-        if not isinstance(mem, dict):
-            raise EvompError(f"{jpath} is damaged (not a JSON object)")
+        mem = self.read_json(jpath, {}, "run the same `evomp run` (or baseline) command "
+                             "again to write the front anew")
         lacking = [r["id"] for r in rows if r["id"] not in mem]
         if lacking:
             raise EvompError(f"{jpath} lacks {', '.join(lacking)} that front.csv lists: the run "

@@ -30,6 +30,7 @@ __all__ = [
     "load_spec",
     "parse_spec",
     "spec_to_toml",
+    "unknown_hw_parameter",
 ]
 
 
@@ -39,6 +40,22 @@ TASKS = ("mnist1d", "digits", "npz")
 #: when the study is in a database (a cluster), rounds otherwise
 MODES = ("auto", "rounds", "async")
 """Task kinds (``task.name``)."""
+
+
+def unknown_hw_parameter(model: str, keys: Any) -> tuple[str, str] | None:
+    """``(first unknown key, what is wrong)`` when ``keys`` hold a name that is not a
+    parameter of the registered hardware model ``model``, else None."""
+    import hwmodels
+
+    allowed = sorted(hwmodels.model_class(model).parameters)
+    unknown = sorted(set(keys) - set(allowed))
+    if not unknown:
+        return None
+    return unknown[0], (
+        f"is not a parameter of hardware model {model!r}"
+        + (f" (nor are {unknown[1:]})" if unknown[1:] else "")
+        + (f"; its parameters are {allowed}" if allowed else "; it takes no parameters")
+        + " (see 'evomp hw list')")
 
 
 # ------------------------------------------------------------------------- value checks
@@ -370,14 +387,9 @@ class RunSpec:
                 )
             if not isinstance(params, dict):
                 raise SpecError(f"[hw.{model}] must be a table of parameters, got {params!r}")
-            allowed = sorted(hwmodels.model_class(model).parameters)
-            unknown = sorted(set(params) - set(allowed))
-            if unknown:
-                raise SpecError(
-                    f"hw.{model}.{unknown[0]} is not a parameter of hardware model "
-                    f"{model!r}" + (f" (nor are {unknown[1:]})" if unknown[1:] else "")
-                    + f"; its parameters are {allowed} (see 'evomp hw list')"
-                )
+            bad = unknown_hw_parameter(model, params)
+            if bad:
+                raise SpecError(f"hw.{model}.{bad[0]} {bad[1]}")
 
 
 _SECTIONS = {

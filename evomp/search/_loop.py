@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from evomp._errors import EvompError
 from evomp.engines import Proposals, initial_design
-from evomp.evaluation import EvalResult, backend_context, threads_per_worker
+from evomp.evaluation import EvalResult, threads_per_worker
 from evomp.objectives import nondominated
 from evomp.run import FrontResult, RunContext, RunDir, finish_run
 from evomp.search._artifacts import artifact_store, file_sha256, publish_artifacts
@@ -117,7 +117,6 @@ class Search:
         if parts.queue is None:
             raise EvompError("the search's parts hold no queue: build them with build_parts")
         self.queue = parts.queue
-        self.queue.set_distributions(parts.engine.distributions())
         mode = opts.mode or self.s.mode
         self.mode = mode if mode != "auto" else ("async" if parts.storage_url else "rounds")
         self.artifacts = Path(opts.artifacts) if opts.artifacts else self.run_dir.path / "artifacts"
@@ -583,19 +582,20 @@ class Search:
         } for i, r in enumerate(all_recs)]
         url, _ = self.run_dir.read_storage_note()
         self._final_through_queue(X[cand])
-        with backend_context(None) as backend:
-            front = finish_run(
-                self.ctx, obj, X[cand], method=method, clock=self.clock,
-                jobs=1, backend=backend, prior_evaluations=prior,
-                progress=self.progress,
-                info={"engine": self.parts.engine_name,
-                      "sampler": self.parts.sampler_name if self.parts.engine_name == "optuna"
-                      else None,
-                      "algorithm": self.s.algorithm if self.parts.engine_name == "pymoo"
-                      else None,
-                      "rounds": round_, "budget": self.budget, "surrogate": self.s.surrogate,
-                      "storage": url or f"journal file: {self.run_dir.journal}"},
-            )
+        # every candidate's final QAT already landed through the queue: finish_run only
+        # scores, ranks and writes (its evaluations are cache hits)
+        front = finish_run(
+            self.ctx, obj, X[cand], method=method, clock=self.clock,
+            prior_evaluations=prior,
+            progress=self.progress,
+            info={"engine": self.parts.engine_name,
+                  "sampler": self.parts.sampler_name if self.parts.engine_name == "optuna"
+                  else None,
+                  "algorithm": self.s.algorithm if self.parts.engine_name == "pymoo"
+                  else None,
+                  "rounds": round_, "budget": self.budget, "surrogate": self.s.surrogate,
+                  "storage": url or f"journal file: {self.run_dir.journal}"},
+        )
         self.run_dir.update_progress(round=round_, cpu_seconds=self.clock.seconds,
                                      verified=True)
         return front

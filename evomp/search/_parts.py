@@ -30,7 +30,7 @@ from evomp.objectives import Objectives
 from evomp.run import CpuClock, RunContext, RunDir, open_storage
 from evomp.search._queue import Queue, open_queue_storage
 from evomp.search._store import Store
-from evomp.search._surrogate import SELECTIONS, SelectionRule, build_surrogate
+from evomp.search._surrogate import SELECTIONS, SURROGATES, SelectionRule, build_surrogate
 from evomp.space import repair_all_pruned
 
 __all__ = ["SearchParts", "build_parts", "anchor_genomes"]
@@ -130,18 +130,16 @@ def build_parts(
     engine_name = engine or s.engine
     sampler_name = sampler or s.sampler
     tell = say or log.info
-    clock = CpuClock(before=float(RunDir(ctx.out).read_progress().get("cpu_seconds", 0.0)))
+    rd = RunDir(ctx.out)
+    clock = CpuClock(before=float(rd.read_progress().get("cpu_seconds", 0.0)))
     table = ctx.space.table
     objectives = Objectives(table, s.objectives, s.constraints, s.hardware, ctx.spec.hw)
     selection = SELECTIONS.get(s.selection)
-    from evomp.search._surrogate import SURROGATES
-
     SURROGATES.get(s.surrogate)  # an unknown name fails before anything is computed
     storage_obj = open_queue_storage(open_storage(storage, ctx.out, tell))
     store = Store(storage_obj, ctx.spec.name, objectives)
-    queue = Queue(store, storage_obj)
-    RunDir(ctx.out).write_storage_note(storage, ctx.spec.name)
-    if not RunDir(ctx.out).sensitivity.is_file():
+    rd.write_storage_note(storage, ctx.spec.name)
+    if not rd.sensitivity.is_file():
         tell(f"sensitivity profile ({s.sensitivity}, {s.probes} probes)...")
     profile = run_profile(ctx, s.sensitivity, s.probes)
     encoding = CompactEncoding(table, channel_importance(profile, table))
@@ -154,7 +152,9 @@ def build_parts(
         table=table, encoding=encoding, n_obj=len(objectives.names),
         n_constr=len(objectives.constraints), seed=ctx.spec.seed, population=s.population,
         generations=s.generations, algorithm=s.algorithm, sampler=sampler_name,
-        checkpoint=RunDir(ctx.out).pymoo_state, repair=refiner, anchors=anchors))
+        checkpoint=rd.pymoo_state, repair=refiner, anchors=anchors))
+    # the engine's compact parameters are recorded with the candidates it queues
+    queue = Queue(store, storage_obj, distributions=eng.distributions())
     seed = ctx.spec.seed
 
     def surrogate() -> Any:

@@ -121,10 +121,13 @@ class Queue:
         worker_id: this process's name in the study (host:pid by default).
         heartbeat_s / grace_s: heartbeat period and the silence after which a running
             trial is re-queued.
+        distributions: Optuna distributions under which the compact parameters of
+            enqueued proposals are recorded (the engine's; None: no parameters).
     """
 
     def __init__(self, store: Store, storage: Any, worker_id: str | None = None,
-                 heartbeat_s: float = HEARTBEAT_S, grace_s: float = GRACE_S) -> None:
+                 heartbeat_s: float = HEARTBEAT_S, grace_s: float = GRACE_S,
+                 distributions: dict[str, Any] | None = None) -> None:
         self.store = store
         self.study = store.study
         self.storage = storage
@@ -132,8 +135,7 @@ class Queue:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.heartbeat_s = heartbeat_s
         self.grace_s = grace_s
-        #: Optuna distributions of compact parameters (the engine's), set by the controller
-        self._dists: dict[str, Any] | None = None
+        self._dists = distributions
         self._rdb_heartbeat = isinstance(self.storage, optuna.storages.RDBStorage) and \
             self.storage.get_heartbeat_interval() is not None
 
@@ -142,7 +144,7 @@ class Queue:
                 predicted: tuple[np.ndarray, np.ndarray] | None = None,
                 with_test: bool = False) -> list[str]:
         """Put ``props`` into the study as waiting trials (with their compact parameters
-        when the engine has them: see :attr:`distributions`); returns their genome hashes."""
+        when the queue has their distributions); returns their genome hashes."""
         hashes = []
         for i, g in enumerate(props.genomes):
             h = genome_hash(g)
@@ -163,10 +165,6 @@ class Queue:
                 user_attrs=attrs))
             hashes.append(h)
         return hashes
-
-    def set_distributions(self, dists: dict[str, Any] | None) -> None:
-        """The distributions under which proposals' compact parameters are recorded."""
-        self._dists = dists
 
     def pending(self, fidelity: str | None = None) -> list[FrozenTrial]:
         """Waiting and running trials (of ``fidelity``) that the controller enqueued."""

@@ -182,6 +182,7 @@ def run_worker(queue: Queue, ctx: RunContext, objectives: Objectives, *, float_s
     info = {"pid": os.getpid(), "device": str(ctx.device), "float_sha256": float_sha}
     _retrying("announcing this worker", lambda: queue.announce(**info))
     last_seen = time.time()
+    last_stale = 0.0
     idle_since = time.time()
     while max_trials is None or counts.evaluated + counts.failed < max_trials:
         ua = _retrying("reading the study", lambda: queue.study.user_attrs)
@@ -189,7 +190,9 @@ def run_worker(queue: Queue, ctx: RunContext, objectives: Objectives, *, float_s
             break
         deadline = ua.get("deadline")
         fids = ("final",) if deadline and time.time() >= float(deadline) else ("short", "final")
-        _retrying("checking for stale trials", queue.fail_stale)
+        if time.time() - last_stale > queue.heartbeat_s:  # not on every poll of every worker
+            _retrying("checking for stale trials", queue.fail_stale)
+            last_stale = time.time()
         t0 = time.time()
         task = _retrying("taking a trial", lambda f=fids: queue.take(f))  # type: ignore[misc]
         if task is None:
