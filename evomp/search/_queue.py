@@ -75,6 +75,10 @@ def open_queue_storage(storage: Any, heartbeat_s: float = HEARTBEAT_S,
     return storage
 
 
+#: seconds a take may need between setting RUNNING and writing the taker's name
+_TAKING_S = 2.0
+
+
 def _dead_here(worker: Any) -> bool:
     """Whether ``worker`` (``host:pid``) is a process of this host that no longer runs (its
     trial need not wait out the grace period)."""
@@ -193,7 +197,9 @@ class Queue:
             # a re-queued copy carries its dead predecessor's stamps: the start counts too
             start = t.datetime_start.timestamp() if t.datetime_start else now
             last = max(float(t.user_attrs.get("heartbeat", 0.0)), start)
-            dead = now - last > 2 * self.heartbeat_s and _dead_here(t.user_attrs.get("worker"))
+            # a dead process of this host needs no grace period; the short wait covers a take
+            # in progress (RUNNING set, the taker's name not yet written over the copied one)
+            dead = now - last > _TAKING_S and _dead_here(t.user_attrs.get("worker"))
             if now - last < self.grace_s and not dead:
                 continue
             tid = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, t.number)
