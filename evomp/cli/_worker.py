@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     from evomp._errors import EvompError
     from evomp.objectives import Objectives
     from evomp.run import load_spec
-    from evomp.search import Queue, Store, run_worker, worker_context, worker_device
+    from evomp.search import Queue, Store, run_worker, states_dir, worker_context, worker_device
     from evomp.tasks import set_threads
 
     storage = _storage(args)
@@ -141,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
                             ctx.spec.hw)
     queue = Queue(Store(storage, name, objectives), storage)
     store_path = args.artifacts or study.user_attrs.get("artifact_store")
+    if store_path:  # the controller's short-QAT states, which final QATs continue
+        ctx.evaluator.states_dir = states_dir(store_path)
     counts = run_worker(queue, ctx, objectives, float_sha=sha, upload_to=store_path,
                         max_trials=args.max_trials, idle_exit_s=args.idle_exit,
                         say=None if args.quiet else print)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import os
 import time
@@ -19,11 +20,21 @@ from torch import nn
 
 from evomp.quant import QuantModel
 from evomp.space import SearchSpace, genome_hash
-from evomp.tasks import Diverged, QATConfig, Task, batches, evaluate_model, train_steps
+from evomp.tasks import (
+    Diverged,
+    QATConfig,
+    Task,
+    TrainState,
+    batches,
+    evaluate_model,
+    train_steps,
+)
 
 __all__ = ["EvalResult", "Evaluator", "FIDELITIES", "evaluate_uniform"]
 
 FIDELITIES = ("ptq", "short", "final")
+
+log = logging.getLogger("evomp")
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,8 @@ class EvalResult:
         seconds: wall time of this evaluation.
         failed: True if training diverged; ``reason`` says why.
         cpu_seconds: CPU time of the process during this evaluation (all threads).
+        start: where its QAT started: ``"float"`` (the float weights) or ``"short"`` (a final
+            QAT continuing the genome's saved short-QAT state).
     """
 
     genome_hash: str
@@ -52,6 +65,7 @@ class EvalResult:
     failed: bool = False
     reason: str = ""
     cpu_seconds: float = 0.0
+    start: str = "float"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,6 +115,9 @@ class Evaluator:
         device: torch device.
         calib_batches: number of training batches used to calibrate activation ranges.
         cache_file: optional JSON-lines file of results, appended to and re-read.
+        states_dir: where each short QAT leaves its end state (``<hash>-short.pt``: model,
+            quantizer ranges, BatchNorm statistics, Adam state, data position), from which
+            a final QAT continues when ``qat.final_from == "short"``; None keeps none.
     """
 
     def __init__(
@@ -112,8 +129,10 @@ class Evaluator:
         device: torch.device | str = "cpu",
         calib_batches: int = 4,
         cache_file: str | Path | None = None,
+        states_dir: str | Path | None = None,
     ) -> None:
         self.task = task
+        self.states_dir = Path(states_dir) if states_dir is not None else None
         self.space = space
         self.qat = qat or QATConfig()
         self.device = torch.device(device)
@@ -210,13 +229,14 @@ class Evaluator:
         return self.qmodel
 
     # ------------------------------------------------------------ internals
-    def _qat(self, steps: int, seed: int) -> None:
+    def _qat(self, steps: int, seed: int, state: TrainState | None = None) -> None:
         q = self.qmodel
         groups = [
             {"params": q.weight_parameters(), "lr": self.qat.lr},
             {"params": q.quant_parameters(), "lr": self.qat.quant_lr},
         ]
-        train_steps(q, self.task, steps, groups, self.qat.batch_size, seed, self.device)
+        train_steps(q, self.task, steps, groups, self.qat.batch_size, seed, self.device,
+                    state=state)
 
     def __getstate__(self) -> dict[str, Any]:
         # sent to worker processes: the cache stays home
@@ -231,6 +251,39 @@ class Evaluator:
         r = self._evaluate_raw(row, fidelity, with_test, seed)
         return dataclasses.replace(r, cpu_seconds=time.process_time() - c0)
 
+    def state_path(self, genome_hash: str) -> Path | None:
+        """Where the short-QAT end state of ``genome_hash`` is kept (None: kept nowhere)."""
+        return None if self.states_dir is None else self.states_dir / f"{genome_hash}-short.pt"
+
+    def _save_state(self, h: str, state: TrainState) -> None:
+        path = self.state_path(h)
+        if path is None:
+            return
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"model": self.qmodel.state_dict(), "train": state.to_dict()}, tmp)
+            tmp.replace(path)
+        except (OSError, RuntimeError) as e:  # disk full, file-size limit: only a saving lost
+            tmp.unlink(missing_ok=True)
+            log.warning("could not keep the short-QAT state %s (%s): its final QAT will "
+                        "start from the float weights", path, e)
+
+    def _load_state(self, h: str) -> TrainState | None:
+        """Put the saved short-QAT end state of ``h`` into the model (None: none saved, or
+        one that no longer fits this model)."""
+        path = self.state_path(h)
+        if path is None or not path.is_file():
+            return None
+        try:
+            saved = torch.load(path, map_location=self.device, weights_only=True)
+            self.qmodel.load_state_dict(saved["model"])
+            return TrainState.from_dict(saved["train"])
+        except Exception as e:  # any damage (torn file, other model): not worth a failure
+            log.warning("short-QAT state %s unreadable (%s): the final QAT starts from the "
+                        "float weights", path, e)
+            return None
+
     def _evaluate_raw(self, row: np.ndarray, fidelity: str, with_test: bool, seed: int
                       ) -> EvalResult:
         t0 = time.perf_counter()
@@ -238,19 +291,32 @@ class Evaluator:
         self.apply(row)
         ptq, _ = evaluate_model(self.qmodel, self.task, self.task.val, self.device)
         steps = {"ptq": 0, "short": self.qat.steps, "final": self.qat.final_steps}[fidelity]
+        state = TrainState()
+        start = "float"
+        if fidelity == "final" and self.qat.final_from == "short":
+            saved = self._load_state(h)
+            if saved is not None:
+                state, start, steps = saved, "short", self.qat.final_added
+            else:
+                self.apply(row)  # a state that failed to load may have half-loaded
         try:
-            self._qat(steps, seed)
+            self._qat(steps, seed, state)
         except Diverged as e:
             return EvalResult(h, fidelity, float("nan"), ptq, None, float("nan"),
-                              time.perf_counter() - t0, True, f"QAT diverged: {e}")
+                              time.perf_counter() - t0, True, f"QAT diverged: {e}",
+                              start=start)
         val, loss = evaluate_model(self.qmodel, self.task, self.task.val, self.device)
         if not np.isfinite(loss):
             return EvalResult(h, fidelity, float("nan"), ptq, None, loss,
-                              time.perf_counter() - t0, True, "validation loss is not finite")
+                              time.perf_counter() - t0, True, "validation loss is not finite",
+                              start=start)
+        if fidelity == "short" and steps > 0:
+            self._save_state(h, state)
         test = None
         if with_test:
             test, _ = evaluate_model(self.qmodel, self.task, self.task.test, self.device)
-        return EvalResult(h, fidelity, val, ptq, test, loss, time.perf_counter() - t0)
+        return EvalResult(h, fidelity, val, ptq, test, loss, time.perf_counter() - t0,
+                          start=start)
 
 
 def evaluate_uniform(

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from evomp.search._artifacts import fetch_artifact, publish_artifacts
+from evomp.search._artifacts import fetch_artifact, publish_artifacts, states_dir
 from evomp.search._loop import Search, SearchOptions
 from evomp.search._parts import SearchParts, anchor_genomes, build_parts
 from evomp.search._queue import Queue, QueuedTrial, open_queue_storage
@@ -38,6 +38,7 @@ __all__ = [
     "fetch_artifact",
     "open_queue_storage",
     "publish_artifacts",
+    "states_dir",
     "worker_context",
     "worker_device",
     "Record",

@@ -20,7 +20,7 @@ import optuna
 from evomp._errors import EvompError
 
 __all__ = ["ARTIFACTS", "publish_artifacts", "fetch_artifact", "artifact_store", "file_sha256",
-           "upload_file"]
+           "upload_file", "states_dir"]
 
 #: name in the study -> what it holds
 ARTIFACTS = {"spec": "the resolved run specification (spec.toml)",
@@ -34,6 +34,12 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def states_dir(store_path: str | Path) -> Path:
+    """Where the run's short-QAT end states are kept: ``states/`` beside the artifacts, on
+    the path every node sees (one file per genome, ``<hash>-short.pt``)."""
+    return Path(store_path) / "states"
 
 
 def artifact_store(path: str | Path) -> Any:

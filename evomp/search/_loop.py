@@ -31,7 +31,7 @@ from evomp.engines import Proposals, initial_design
 from evomp.evaluation import EvalResult, threads_per_worker
 from evomp.objectives import nondominated
 from evomp.run import FrontResult, RunContext, RunDir, finish_run
-from evomp.search._artifacts import artifact_store, file_sha256, publish_artifacts
+from evomp.search._artifacts import artifact_store, file_sha256, publish_artifacts, states_dir
 from evomp.search._local import DaskWorkers, LocalWorkers
 from evomp.search._parts import SearchParts
 from evomp.search._queue import QueuedTrial
@@ -295,6 +295,9 @@ class Search:
         files = {"spec": rd.spec, "float": rd.float_model, "sensitivity": rd.sensitivity}
         publish_artifacts(self.queue.study, self.artifacts,
                           {k: v for k, v in files.items() if v.is_file()})
+        # short-QAT end states (a final QAT continues its member's) go where every worker
+        # reaches them: beside the artifacts
+        self.ctx.evaluator.states_dir = states_dir(self.artifacts)
         self._float_sha = file_sha256(rd.float_model) if rd.float_model.is_file() else ""
         self.queue.study.set_user_attr("deadline", self._deadline)
         self.queue.study.set_user_attr("state", "running")
@@ -324,6 +327,7 @@ class Search:
             n_new = self._round(round_)
             bar.update(n_new)
             self.run_dir.update_progress(round=round_, cpu_seconds=self.clock.seconds)
+            self._prune_states()
             if n_new == 0:
                 if not self._past_deadline():
                     self._say("the engine proposed nothing new; stopping the rounds")
@@ -353,6 +357,7 @@ class Search:
                 n_fit = len(X)
                 self._log_landed(round_, len(X))
                 self.run_dir.update_progress(round=round_, cpu_seconds=self.clock.seconds)
+                self._prune_states()
             live = self.queue.live_workers() + (1 if self.jobs == 1 else 0)
             room = min(2 * max(1, live) - len(pending), self.budget - n_done - len(pending))
             if room > 0 and model is not None and not stuck:
@@ -379,6 +384,36 @@ class Search:
         if len(X) != n_fit:
             self._log_landed(round_, len(X))
         return round_
+
+    def _prune_states(self) -> int:
+        """Delete the short-QAT states of evaluated genomes that cannot reach the front
+        (dominated over every objective and on accuracy against the first hardware metric,
+        among all and among feasible evaluations), so ``states/`` holds about a front's
+        worth. Returns how many were deleted."""
+        d = self.ctx.evaluator.states_dir
+        if d is None or not d.is_dir():
+            return 0
+        recs = self.store.records()
+        ok_recs = [r for r in recs if not r.failed]
+        keep: set[str] = set()
+        if ok_recs:
+            obj = self.objectives
+            y = np.array([r.val_accuracy for r in ok_recs])
+            costs = self.store.costs(ok_recs)
+            feasible = obj.violation(y, costs).sum(axis=1) == 0
+            for rows in (np.arange(len(ok_recs)), np.nonzero(feasible)[0]):
+                if len(rows):
+                    F = obj.matrix(y[rows], {k: v[rows] for k, v in costs.items()})
+                    two = np.stack([1.0 - y[rows], costs[obj.hw_metrics[0]][rows]], axis=1)
+                    keep |= {ok_recs[i].genome_hash
+                             for i in rows[nondominated(F) | nondominated(two)]}
+        n = 0
+        for h in {r.genome_hash for r in recs} - keep:
+            path = self.ctx.evaluator.state_path(h)
+            if path is not None and path.is_file():
+                path.unlink(missing_ok=True)
+                n += 1
+        return n
 
     def _seed_cache(self, records: list[Record]) -> None:
         """Stored results answer the evaluator's cache: nothing stored is trained again."""
@@ -567,8 +602,11 @@ class Search:
             cand = np.argsort(viol, kind="stable")[:cap]
             self._say("no evaluated configuration meets the constraints; verifying the least "
                       "infeasible ones")
-        self._say(f"verifying {len(cand)} front candidates with the final QAT "
-                  f"({self.ctx.evaluator.qat.final_steps} steps) and the test split")
+        q = self.ctx.evaluator.qat
+        how = (f"{q.final_added} steps on from each one's short-QAT state"
+               if q.final_from == "short" else f"{q.final_steps} steps from the float weights")
+        self._say(f"verifying {len(cand)} front candidates with the final QAT ({how}) and "
+                  "the test split")
         all_recs = self.store.records()
         all_costs = self.store.costs(all_recs)
         method = f"evomp-{self.parts.engine_name}"

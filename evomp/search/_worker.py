@@ -135,6 +135,8 @@ def evaluate_task(queue: Queue, evaluator: Evaluator, objectives: Objectives, ta
                                save_dir=save_dir if final else None)[0]
         costs = {k: float(v[0]) for k, v in objectives.costs(g).items()}
         extra: dict[str, Any] = {"float_sha256": float_sha, "worker": queue.worker_id}
+        if final:
+            extra["start"] = r.start  # "short": it continued the genome's short-QAT state
         if final and save_dir is not None and upload_to is not None and not r.failed:
             path = Path(save_dir) / f"{r.genome_hash}-final.pt"
             extra["model_artifact"] = upload_file(

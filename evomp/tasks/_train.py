@@ -23,6 +23,8 @@ from evomp.tasks._task import Data, TensorData
 __all__ = [
     "TrainConfig",
     "QATConfig",
+    "FINAL_FROM",
+    "TrainState",
     "Diverged",
     "resolve_device",
     "set_threads",
@@ -112,6 +114,17 @@ class QATConfig:
     -> 95.5% test after 800 steps) at no cost for the large ones. ``seed`` is the run's
     seed (the spec's top-level ``seed``, not a ``[qat]`` key).
 
+    ``final_from = "short"`` (default): a front member's final QAT continues from its own
+    short-QAT state (weights, quantizer ranges, BatchNorm statistics, Adam moments, the
+    position in the data) for ``added_steps`` more steps (0, the default: ``final_steps -
+    steps``, so a member trains as many steps in all as from float, and its final QAT costs
+    ``steps`` fewer; see :attr:`final_added`), with the cosine schedule started
+    again over those steps (a warm restart: so it is not the same as one cosine over
+    ``steps + added_steps``, but it is exactly the same as an uninterrupted two-phase run).
+    Where that state is not at hand (another node's worker without a shared run directory),
+    and with ``final_from = "float"``, the final QAT trains ``final_steps`` from the float
+    weights.
+
     Raises:
         SpecError: a value out of range, naming it ``qat.<field>``.
     """
@@ -121,12 +134,54 @@ class QATConfig:
     lr: float = 3e-3
     quant_lr: float = 1e-2
     batch_size: int = 128
+    final_from: str = "short"
+    added_steps: int = 0
     seed: int = field(default=0, metadata=_NOT_A_SPEC_KEY)
 
     def __post_init__(self) -> None:
-        _check(self, "qat", integers=("steps", "final_steps", "batch_size"),
-               non_negative=("steps", "final_steps"),
+        _check(self, "qat", integers=("steps", "final_steps", "batch_size", "added_steps"),
+               non_negative=("steps", "final_steps", "added_steps"),
                positive=("lr", "quant_lr", "batch_size"))
+        if self.final_from not in FINAL_FROM:
+            _fail(f"qat.final_from must be one of {list(FINAL_FROM)}, got "
+                  f"{self.final_from!r}")
+
+    @property
+    def final_added(self) -> int:
+        """Steps a final QAT adds to a short-QAT state (``added_steps``, or by default
+        ``final_steps - steps``)."""
+        return self.added_steps or max(0, self.final_steps - self.steps)
+
+
+#: where a final QAT starts: the member's short-QAT state, or the float weights
+FINAL_FROM = {"short": "continue the member's short-QAT state for qat.added_steps",
+              "float": "train qat.final_steps from the float weights"}
+
+
+@dataclass
+class TrainState:
+    """Where a :func:`train_steps` run stopped, so that a later call continues it exactly.
+
+    Attributes:
+        optimizer: the Adam state dict (moments and step counts).
+        generator: the data-order generator's state at the start of the current epoch.
+        used: batches of that epoch already trained on.
+        rng: torch's global RNG state.
+        steps: optimizer steps taken so far, over every call.
+    """
+
+    optimizer: dict[str, Any] = field(default_factory=dict)
+    generator: torch.Tensor | None = None
+    used: int = 0
+    rng: torch.Tensor | None = None
+    steps: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"optimizer": self.optimizer}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainState:
+        return cls(**d)
 
 
 class Diverged(RuntimeError):
@@ -199,10 +254,14 @@ def train_steps(
     seed: int,
     device: torch.device | str = "cpu",
     progress: str | None = None,
+    state: TrainState | None = None,
 ) -> float:
     """Train for ``steps`` Adam steps with cosine decay; returns the last-epoch mean loss.
 
-    ``progress`` names a progress bar over the steps (None: no bar).
+    ``progress`` names a progress bar over the steps (None: no bar). ``state``: continue
+    where the run that filled it stopped (its Adam moments, data order and RNG; the cosine
+    schedule starts again over ``steps``) and leave this run's end in it; an empty
+    :class:`TrainState` starts afresh from ``seed``.
 
     Raises:
         Diverged: a NaN or infinite loss.
@@ -213,6 +272,17 @@ def train_steps(
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     opt = make_adam(param_groups)
+    skip = 0
+    if state is not None and state.steps:
+        opt.load_state_dict(state.optimizer)
+        for g, want in zip(opt.param_groups, param_groups):  # this run's rates, not the
+            g["lr"] = want["lr"]  # decayed ones the state ended with
+            g.pop("initial_lr", None)
+        if state.generator is not None:
+            gen.set_state(state.generator)
+        if state.rng is not None:
+            torch.set_rng_state(state.rng)
+        skip = state.used
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
     )
@@ -225,8 +295,12 @@ def train_steps(
 
         bar = tqdm(total=steps, desc=progress, leave=False)
     while step < steps:
-        before = step
+        seen = 0
+        epoch_start = gen.get_state()
         for x, y in batches(task.train, batch_size, shuffle=True, generator=gen, device=device):
+            seen += 1
+            if seen <= skip:  # trained on before this run was continued
+                continue
             loss = task.loss_fn(model(x), y)
             if not torch.isfinite(loss):
                 raise Diverged(f"loss became {float(loss.detach())} at step {step}")
@@ -240,10 +314,16 @@ def train_steps(
                 bar.update(1)
             if step >= steps:
                 break
-        if step == before:
+        if seen == 0:
             raise EvompError(_EMPTY_EPOCH)
+        skip = 0
     if bar is not None:
         bar.close()
+    if state is not None:
+        state.optimizer = opt.state_dict()
+        state.generator, state.used = epoch_start, seen
+        state.rng = torch.get_rng_state()
+        state.steps += step
     tail = recent[-20:]
     return sum(tail) / len(tail)
 
