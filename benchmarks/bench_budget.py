@@ -1,0 +1,113 @@
+"""Hypervolume of the verified front against the CPU seconds spent, for two settings of the
+demo spec, over several seeds.
+
+Each (setting, seed) is one run directory grown in stages: ``evomp run`` with the first
+budget (it verifies its front), then the same command with the next budget (a resume: it
+trains only the new evaluations and the final QATs of new front members), and so on. After
+every stage the run's own CPU clock (``progress.json``: pretraining, profile, every short
+and final QAT, the controller) and the hypervolume of its verified front are read. The
+hypervolume is that of (1 - test accuracy, memory_bytes) with the reference point (1.0,
+the 8-bit uniform memory of the demo model, 54512 bytes), normalised by that memory.
+
+Settings (``--settings``): ``float`` = every final QAT from the float weights
+(``qat.final_from = "float"``, the protocol before reuse), ``reuse`` = the defaults
+(a final QAT continues the member's short-QAT state).
+
+Prints a table and writes benchmarks/results/bench_budget.json; run directories go to
+benchmarks/results/.budget/ (relative paths only). Measures; asserts nothing.
+Usage: python benchmarks/bench_budget.py [--seeds 0 1 2] [--budgets 20 30 40]
+       [--settings float reuse] [--jobs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from evomp.objectives import hypervolume_2d
+
+OUT = Path("benchmarks") / "results" / "bench_budget.json"
+WORK = Path("benchmarks") / "results" / ".budget"
+REF_MEMORY = 54512.0  # the demo model's uniform 8-bit memory
+SETTINGS = {"float": 'final_from = "float"', "reuse": ""}
+
+
+def _spec(base: str, setting: str, seed: int) -> Path:
+    text = re.sub(r"^seed = \d+", f"seed = {seed}", base, flags=re.M)
+    extra = SETTINGS[setting]
+    if extra:
+        text = text.replace("[qat]\n", f"[qat]\n{extra}\n", 1)
+    p = WORK / f"{setting}-s{seed}.toml"
+    p.write_text(text)
+    return p
+
+
+def _hv(run_dir: Path) -> tuple[float, int]:
+    rows = list(csv.DictReader(open(run_dir / "front.csv")))
+    F = [[1 - float(r["test_accuracy"]), float(r["memory_bytes"])] for r in rows]
+    return hypervolume_2d(F, [1.0, REF_MEMORY]) / REF_MEMORY, len(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--spec", default="runs/demo.toml")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--budgets", type=int, nargs="+", default=[20, 30, 40])
+    ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    ap.add_argument("--jobs", type=int, default=2)
+    args = ap.parse_args()
+    base = Path(args.spec).read_text()
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
+    load0 = os.getloadavg()
+    rows = []
+    for seed in args.seeds:
+        for setting in args.settings:
+            spec = _spec(base, setting, seed)
+            out = WORK / spec.stem
+            for budget in args.budgets:
+                t0 = time.perf_counter()
+                r = subprocess.run([sys.executable, "-m", "evomp", "run", str(spec), "--out",
+                                    str(out), "--quiet", "--budget", str(budget),
+                                    "--jobs", str(args.jobs)],
+                                   capture_output=True, text=True)
+                if r.returncode != 0:
+                    raise SystemExit(f"{spec} budget {budget}: {r.stderr.strip()}")
+                cpu = json.loads((out / "progress.json").read_text())["cpu_seconds"]
+                hv, n = _hv(out)
+                row = {"setting": setting, "seed": seed, "budget": budget,
+                       "cpu_seconds": cpu, "hypervolume": hv, "front": n,
+                       "wall_seconds": time.perf_counter() - t0}
+                rows.append(row)
+                print(f"{setting:<6} seed {seed} budget {budget:>3}: {cpu:7.1f} CPU-s  "
+                      f"HV {hv:.4f} ({n} members)", flush=True)
+    print(f"\nmedian over seeds {args.seeds} (CPU seconds are cumulative per run directory)")
+    print(f"{'setting':<8} {'budget':>6} {'CPU-s':>8} {'HV':>7}")
+    summary = []
+    for setting in args.settings:
+        for budget in args.budgets:
+            rs = [r for r in rows if r["setting"] == setting and r["budget"] == budget]
+            s = {"setting": setting, "budget": budget,
+                 "cpu_seconds": statistics.median(r["cpu_seconds"] for r in rs),
+                 "hypervolume": statistics.median(r["hypervolume"] for r in rs)}
+            summary.append(s)
+            print(f"{setting:<8} {budget:>6} {s['cpu_seconds']:>8.1f} {s['hypervolume']:>7.4f}")
+    load1 = os.getloadavg()
+    print(f"load average before {load0[0]:.2f}, after {load1[0]:.2f}")
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps({"rows": rows, "summary": summary, "jobs": args.jobs,
+                               "load_before": load0[0], "load_after": load1[0]}, indent=1))
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
