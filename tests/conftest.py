@@ -230,31 +230,40 @@ def pg_server(request: pytest.FixtureRequest) -> Any:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        server = subprocess.Popen(
-            prefix + [postgres, "-D", str(base / "data"), "-p", str(port), "-k", str(base),
-                      "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        servers: list[subprocess.Popen[bytes]] = []
+
+        def run() -> psycopg.Connection:
+            servers.append(subprocess.Popen(
+                prefix + [postgres, "-D", str(base / "data"), "-p", str(port), "-k",
+                          str(base), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            deadline = time.time() + 60
+            while True:
+                try:
+                    return psycopg.connect(host="127.0.0.1", port=port, user="postgres",
+                                           password=password, dbname="postgres",
+                                           autocommit=True)
+                except psycopg.OperationalError:
+                    if time.time() > deadline or servers[-1].poll() is not None:
+                        raise
+                    time.sleep(0.2)
 
         def stop() -> None:
-            server.terminate()
+            server = servers[-1]
+            server.terminate()  # a fast shutdown: clients are cut off
             try:
                 server.wait(10)
             except subprocess.TimeoutExpired:
                 server.kill()
-        request.addfinalizer(stop)
-        deadline = time.time() + 60
-        while True:
-            try:
-                conn = psycopg.connect(host="127.0.0.1", port=port, user="postgres",
-                                       password=password, dbname="postgres", autocommit=True)
-                break
-            except psycopg.OperationalError:
-                if time.time() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(0.2)
+                server.wait()
+        request.addfinalizer(lambda: stop() if servers[-1].poll() is None else None)
+        conn = run()
         conn.execute("CREATE DATABASE evomp_test")
         conn.close()
         auth_part = "" if password is None else ":" + quote(password, safe="")
-        return f"postgresql://postgres{auth_part}@127.0.0.1:{port}/evomp_test"
+        url = f"postgresql://postgres{auth_part}@127.0.0.1:{port}/evomp_test"
+        start.control[url] = (stop, lambda: run().close())
+        return url
 
+    start.control = {}  # url -> (stop the server, start it again on its data and port)
     return start

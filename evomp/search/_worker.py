@@ -154,10 +154,16 @@ def _retrying(what: str, fn: Callable[[], Any]) -> Any:
         lost += (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
     except ImportError:
         pass
+    # Optuna wraps a connection lost during a commit in StorageInternalError
+    caught: tuple[type[BaseException], ...] = (*lost, optuna.exceptions.StorageInternalError)
     for i, wait in enumerate((*BACKOFF_S, None)):
         try:
             return fn()
-        except lost as e:
+        except caught as e:
+            cause = e.__cause__ if isinstance(e, optuna.exceptions.StorageInternalError) else e
+            if not isinstance(cause, lost):
+                raise
+            e = cause
             if wait is None:
                 raise EvompError(
                     f"lost the study's database while {what} ({type(e).__name__}); gave up "

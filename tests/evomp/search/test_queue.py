@@ -8,28 +8,33 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
+import pytest
 from optuna.trial import TrialState
 
+from evomp import EvompError
 from evomp.engines import Proposals
 from evomp.objectives._objectives import Objectives
 from evomp.run import open_storage
-from evomp.search._queue import Queue
+from evomp.search import _worker
+from evomp.search._queue import Queue, open_queue_storage
 from evomp.search._store import Store
 from hwmodels import Layer, LayerTable
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def _queue(tmp_path: Path, worker: str, grace_s: float = 30.0) -> Queue:
+def _queue(tmp_path: Path, worker: str, grace_s: float = 30.0, storage: Any = None) -> Queue:
     t = LayerTable((Layer("c1", "conv1d", 1, 4, (3,), 1, 3, 48, (1, 16), (4, 16)),
                     Layer("fc", "linear", 64, 4, (), 1, 64, 64, (64,), (4,))),
                    (0, 2, 4, 8), (2, 4, 8), "channel")
-    storage = open_storage(None, tmp_path)
+    storage = storage or open_storage(None, tmp_path)
     store = Store(storage, "q", Objectives(t, ["accuracy", "memory_bytes"]))
     return Queue(store, storage, worker_id=worker, heartbeat_s=1.0, grace_s=grace_s)
 
@@ -80,3 +85,28 @@ def test_the_trial_of_a_live_or_remote_process_waits_for_the_grace_period(
         assert q.fail_stale() == 0, taker  # silent for 2 s, but nothing says it died
         time.sleep(1.0)
         assert q.fail_stale() == 1, taker  # past the grace period
+
+
+@pytest.mark.postgres
+def test_a_worker_rides_out_a_database_restart_and_gives_up_on_a_lost_one(
+        pg_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real server is stopped under the worker's feet: a take retried with backoff
+    gets its trial once the server is back; a server that stays away ends in one line."""
+    url = pg_server()
+    stop, restart = pg_server.control[url]
+    q = _queue(tmp_path, "w", storage=open_queue_storage(url))
+    q.enqueue(_genomes(2), "short", round_=0, source="test")
+    stop()
+    back = threading.Timer(2.0, restart)
+    back.start()
+    try:
+        task = _worker._retrying("taking a trial", lambda: q.take())
+    finally:
+        back.join()
+    assert task is not None and task.number == 0
+    assert q.study.trials[0].state == TrialState.RUNNING
+    stop()
+    monkeypatch.setattr(_worker, "BACKOFF_S", (0.1, 0.1))
+    with pytest.raises(EvompError, match="lost the study's database while taking a trial "
+                       r"\(OperationalError\); gave up after 2 retries: this worker exits"):
+        _worker._retrying("taking a trial", lambda: q.take())
