@@ -262,26 +262,28 @@ class Evaluator:
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"model": self.qmodel.state_dict(), "train": state.to_dict()}, tmp)
+            torch.save({"model": self.qmodel.state_dict(), "train": vars(state)}, tmp)
             tmp.replace(path)
         except (OSError, RuntimeError) as e:  # disk full, file-size limit: only a saving lost
             tmp.unlink(missing_ok=True)
             log.warning("could not keep the short-QAT state %s (%s): its final QAT will "
                         "start from the float weights", path, e)
 
-    def _load_state(self, h: str) -> TrainState | None:
+    def _load_state(self, row: np.ndarray, h: str) -> TrainState | None:
         """Put the saved short-QAT end state of ``h`` into the model (None: none saved, or
-        one that no longer fits this model)."""
+        one that no longer fits this model; the model then holds ``row`` on the float
+        weights)."""
         path = self.state_path(h)
         if path is None or not path.is_file():
             return None
         try:
             saved = torch.load(path, map_location=self.device, weights_only=True)
             self.qmodel.load_state_dict(saved["model"])
-            return TrainState.from_dict(saved["train"])
+            return TrainState(**saved["train"])
         except Exception as e:  # any damage (torn file, other model): not worth a failure
             log.warning("short-QAT state %s unreadable (%s): the final QAT starts from the "
                         "float weights", path, e)
+            self.apply(row)  # a failed load may have copied part of the state
             return None
 
     def _evaluate_raw(self, row: np.ndarray, fidelity: str, with_test: bool, seed: int
@@ -294,11 +296,9 @@ class Evaluator:
         state = TrainState()
         start = "float"
         if fidelity == "final" and self.qat.final_from == "short":
-            saved = self._load_state(h)
+            saved = self._load_state(row, h)
             if saved is not None:
                 state, start, steps = saved, "short", self.qat.final_added
-            else:
-                self.apply(row)  # a state that failed to load may have half-loaded
         try:
             self._qat(steps, seed, state)
         except Diverged as e:

@@ -385,35 +385,36 @@ class Search:
             self._log_landed(round_, len(X))
         return round_
 
-    def _prune_states(self) -> int:
-        """Delete the short-QAT states of evaluated genomes that cannot reach the front
-        (dominated over every objective and on accuracy against the first hardware metric,
-        among all and among feasible evaluations), so ``states/`` holds about a front's
-        worth. Returns how many were deleted."""
+    def _on_a_front(self, y: np.ndarray, costs: dict[str, np.ndarray], rows: np.ndarray
+                    ) -> np.ndarray:
+        """The ``rows`` on the front over every objective or on the accuracy against the
+        first hardware metric (the trade-off users read first), so neither loses its
+        members to the other."""
+        obj = self.objectives
+        F = obj.matrix(y[rows], {k: v[rows] for k, v in costs.items()})
+        two = np.stack([1.0 - y[rows], costs[obj.hw_metrics[0]][rows]], axis=1)
+        return rows[nondominated(F) | nondominated(two)]
+
+    def _prune_states(self) -> None:
+        """Delete the short-QAT states of evaluated genomes that cannot reach the front (on
+        neither front, among all nor among feasible evaluations), so ``states/`` holds about
+        a front's worth."""
         d = self.ctx.evaluator.states_dir
-        if d is None or not d.is_dir():
-            return 0
+        saved = {p.name[:-len("-short.pt")]: p for p in d.glob("*-short.pt")} if d else {}
+        if not saved:
+            return
         recs = self.store.records()
-        ok_recs = [r for r in recs if not r.failed]
+        ok = [r for r in recs if not r.failed]
         keep: set[str] = set()
-        if ok_recs:
-            obj = self.objectives
-            y = np.array([r.val_accuracy for r in ok_recs])
-            costs = self.store.costs(ok_recs)
-            feasible = obj.violation(y, costs).sum(axis=1) == 0
-            for rows in (np.arange(len(ok_recs)), np.nonzero(feasible)[0]):
+        if ok:
+            y = np.array([r.val_accuracy for r in ok])
+            costs = self.store.costs(ok)
+            feasible = self.objectives.violation(y, costs).sum(axis=1) == 0
+            for rows in (np.arange(len(ok)), np.nonzero(feasible)[0]):
                 if len(rows):
-                    F = obj.matrix(y[rows], {k: v[rows] for k, v in costs.items()})
-                    two = np.stack([1.0 - y[rows], costs[obj.hw_metrics[0]][rows]], axis=1)
-                    keep |= {ok_recs[i].genome_hash
-                             for i in rows[nondominated(F) | nondominated(two)]}
-        n = 0
-        for h in {r.genome_hash for r in recs} - keep:
-            path = self.ctx.evaluator.state_path(h)
-            if path is not None and path.is_file():
-                path.unlink(missing_ok=True)
-                n += 1
-        return n
+                    keep |= {ok[i].genome_hash for i in self._on_a_front(y, costs, rows)}
+        for h in ({r.genome_hash for r in recs} - keep) & saved.keys():
+            saved[h].unlink(missing_ok=True)
 
     def _seed_cache(self, records: list[Record]) -> None:
         """Stored results answer the evaluator's cache: nothing stored is trained again."""
@@ -587,10 +588,7 @@ class Search:
         if len(feas):
             # the front over every objective, plus the accuracy-against-first-metric front
             # (the trade-off users read first), so neither loses its members to the other
-            F = obj.matrix(y[feas], {k: v[feas] for k, v in costs.items()})
-            key_all = costs[obj.hw_metrics[0]][feas]
-            nd2 = nondominated(np.stack([1.0 - y[feas], key_all], axis=1))
-            nd = feas[nondominated(F) | nd2]
+            nd = self._on_a_front(y, costs, feas)
             key = costs[obj.hw_metrics[0]][nd]
             nd = nd[np.argsort(key, kind="stable")]
             nd = _spaced(nd, costs[obj.hw_metrics[0]], y, self.s.final_spacing)

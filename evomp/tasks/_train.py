@@ -176,13 +176,6 @@ class TrainState:
     rng: torch.Tensor | None = None
     steps: int = 0
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"optimizer": self.optimizer}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainState:
-        return cls(**d)
-
 
 class Diverged(RuntimeError):
     """Training produced a NaN or infinite loss."""
