@@ -373,7 +373,6 @@ class GenomeFeatures(TransformerMixin, BaseEstimator):
     def _assemble(self, raw: dict[str, np.ndarray]) -> np.ndarray:
         lut, eps = self._lut, self._eps
         w_term, a_term, counts = raw["w_term"], raw["a_term"], raw["counts"]
-        n = w_term.shape[0]
         w_tot, a_tot = w_term.sum(1), a_term.sum(1)
         tot = w_tot + a_tot
         n_ch = lut["n_ch_layer"]
@@ -386,7 +385,7 @@ class GenomeFeatures(TransformerMixin, BaseEstimator):
         zero = list(self.table.w_choices).index(0) if 0 in self.table.w_choices else None
         pruned_n = counts[:, :, zero] if zero is not None else np.zeros_like(w_term)
         pruned_l = pruned_n / n_ch
-        pruned = counts[:, :, zero].sum(1) / n_ch.sum() if zero is not None else np.zeros(n)
+        pruned = pruned_n.sum(1) / n_ch.sum()
         cols = [
             tot, w_tot, a_tot,
             np.log10(tot + eps["w_term"].sum() + eps["a_term"].sum()),
