@@ -32,7 +32,9 @@ from evomp.tasks import (
 
 __all__ = ["EvalResult", "Evaluator", "FIDELITIES", "evaluate_uniform"]
 
-FIDELITIES = ("ptq", "short", "final")
+FIDELITIES = ("ptq", "tiny", "short", "final")
+"""From cheapest to dearest: post-training accuracy (BatchNorm re-estimated, no training), a
+very short QAT (``qat.tiny_steps``), the search's short QAT (``qat.steps``), the final QAT."""
 
 log = logging.getLogger("evomp")
 
@@ -43,9 +45,11 @@ class EvalResult:
 
     Attributes:
         genome_hash: hash of the genome row.
-        fidelity: ``"ptq"`` (no training), ``"short"`` (search QAT) or ``"final"``.
+        fidelity: ``"ptq"`` (no training), ``"tiny"`` (a very short QAT), ``"short"``
+            (search QAT) or ``"final"``.
         val_accuracy: metric on the validation split after QAT (NaN if failed).
-        ptq_accuracy: validation metric right after quantization, before any QAT.
+        ptq_accuracy: validation metric right after quantization (BatchNorm statistics
+            re-estimated), before any QAT.
         test_accuracy: test metric, only for ``with_test=True`` evaluations.
         val_loss: validation loss after QAT.
         seconds: wall time of this evaluation.
@@ -140,6 +144,7 @@ class Evaluator:
         calib = [x for (x, _), _ in zip(batches(task.train, 256, device=self.device),
                                          range(calib_batches))]
         self.qmodel.calibrate(calib)
+        self._bn_batches = calib  # BatchNorm re-estimation after each genome's bits are set
         self.cache: dict[tuple[str, str], EvalResult] = {}
         self.cache_file = Path(cache_file) if cache_file else None
         if self.cache_file and self.cache_file.is_file():
@@ -169,7 +174,8 @@ class Evaluator:
 
         Args:
             genomes: ``(n, n_genes)`` int.
-            fidelity: ``"ptq"``, ``"short"`` (``qat.steps``) or ``"final"`` (``qat.final_steps``).
+            fidelity: ``"ptq"``, ``"tiny"`` (``qat.tiny_steps``), ``"short"`` (``qat.steps``)
+                or ``"final"`` (``qat.final_steps``).
             with_test: also score the test split (final reports only).
             seed: QAT seed (default ``qat.seed``).
             save_dir: if given, the trained fake-quant state dict of each evaluated genome
@@ -223,12 +229,21 @@ class Evaluator:
     def model_for(self, genome: np.ndarray, fidelity: str = "final", seed: int | None = None
                   ) -> QuantModel:
         """Train ``genome`` at ``fidelity`` and return the fake-quant model (for export)."""
-        self.apply(genome)
-        steps = {"ptq": 0, "short": self.qat.steps, "final": self.qat.final_steps}[fidelity]
-        self._qat(steps, self.qat.seed if seed is None else seed)
+        self._start(genome)
+        self._qat(self.steps(fidelity), self.qat.seed if seed is None else seed)
         return self.qmodel
 
+    def steps(self, fidelity: str) -> int:
+        """QAT steps of ``fidelity`` from the float weights."""
+        q = self.qat
+        return {"ptq": 0, "tiny": q.tiny_steps, "short": q.steps, "final": q.final_steps}[fidelity]
+
     # ------------------------------------------------------------ internals
+    def _start(self, genome: np.ndarray) -> None:
+        """:meth:`apply`, then re-estimate the BatchNorm statistics under the new bits."""
+        self.apply(genome)
+        self.qmodel.reestimate_bn(self._bn_batches)
+
     def _qat(self, steps: int, seed: int, state: TrainState | None = None) -> None:
         q = self.qmodel
         groups = [
@@ -283,16 +298,16 @@ class Evaluator:
         except Exception as e:  # any damage (torn file, other model): not worth a failure
             log.warning("short-QAT state %s unreadable (%s): the final QAT starts from the "
                         "float weights", path, e)
-            self.apply(row)  # a failed load may have copied part of the state
+            self._start(row)  # a failed load may have copied part of the state
             return None
 
     def _evaluate_raw(self, row: np.ndarray, fidelity: str, with_test: bool, seed: int
                       ) -> EvalResult:
         t0 = time.perf_counter()
         h = genome_hash(row)
-        self.apply(row)
+        self._start(row)
         ptq, _ = evaluate_model(self.qmodel, self.task, self.task.val, self.device)
-        steps = {"ptq": 0, "short": self.qat.steps, "final": self.qat.final_steps}[fidelity]
+        steps = self.steps(fidelity)
         state = TrainState()
         start = "float"
         if fidelity == "final" and self.qat.final_from == "short":

@@ -86,6 +86,34 @@ class QuantModel(nn.Module):
             q.calibrate(torch.cat([t.reshape(-1) for t in inputs[i]]))
         self.snapshot()
 
+    @torch.no_grad()
+    def reestimate_bn(self, batches: Iterable[torch.Tensor]) -> bool:
+        """Re-estimate every BatchNorm's running statistics on ``batches`` with the current
+        bits (a cumulative average over one pass, quantization on, every other module in
+        evaluation mode): pruning and low precision shift each layer's output statistics,
+        and post-training accuracy is meaningless without this. Returns whether the model
+        has any BatchNorm (nothing runs when it has none)."""
+        bns = [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+               and m.track_running_stats]
+        if not bns:
+            return False
+        was_training = self.training
+        momenta = [m.momentum for m in bns]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative moving average over the batches
+        self.eval()  # only the BatchNorms in training mode (no dropout)
+        for m in bns:
+            m.train()
+        try:
+            for x in batches:
+                self(x)
+        finally:
+            for m, mom in zip(bns, momenta):
+                m.momentum = mom
+            self.train(was_training)
+        return True
+
     def snapshot(self) -> None:
         self._snapshot = {k: v.detach().clone() for k, v in self.state_dict().items()}
 

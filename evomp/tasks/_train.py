@@ -108,7 +108,8 @@ class QATConfig:
     """Quantization-aware training from the float weights (the spec's ``[qat]``).
 
     ``steps`` is the short QAT of every search evaluation; ``final_steps`` the longer QAT
-    of the final front. Weights train at ``lr``, quantizer scales/ranges at ``quant_lr``;
+    of the final front; ``tiny_steps`` the very short QAT of the ``tiny`` screening
+    fidelity (``search.screen``). Weights train at ``lr``, quantizer scales/ranges at ``quant_lr``;
     both decay with a cosine schedule. ``lr = 3e-3`` was chosen on the demo: against 1e-3
     it recovers heavily pruned configurations far better (an 8.8 KB front member: 92.0%
     -> 95.5% test after 800 steps) at no cost for the large ones. ``seed`` is the run's
@@ -136,11 +137,13 @@ class QATConfig:
     batch_size: int = 128
     final_from: str = "short"
     added_steps: int = 0
+    tiny_steps: int = 30
     seed: int = field(default=0, metadata=_NOT_A_SPEC_KEY)
 
     def __post_init__(self) -> None:
-        _check(self, "qat", integers=("steps", "final_steps", "batch_size", "added_steps"),
-               non_negative=("steps", "final_steps", "added_steps"),
+        _check(self, "qat", integers=("steps", "final_steps", "batch_size", "added_steps",
+                                       "tiny_steps"),
+               non_negative=("steps", "final_steps", "added_steps", "tiny_steps"),
                positive=("lr", "quant_lr", "batch_size"))
         if self.final_from not in FINAL_FROM:
             _fail(f"qat.final_from must be one of {list(FINAL_FROM)}, got "
