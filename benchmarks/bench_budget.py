@@ -10,13 +10,16 @@ hypervolume is that of (1 - test accuracy, memory_bytes) with the reference poin
 the 8-bit uniform memory of the demo model, 54512 bytes), normalised by that memory.
 
 Settings (``--settings``): ``float`` = every final QAT from the float weights
-(``qat.final_from = "float"``, the protocol before reuse), ``reuse`` = the defaults
-(a final QAT continues the member's short-QAT state).
+(``qat.final_from = "float"``, the protocol before reuse), ``reuse`` = the demo spec as it
+is, ``screen`` = with ``search.screen = ["ptq"]`` (successive halving: each round screens
+three times as many candidates by post-training accuracy, BatchNorm re-estimated, and
+trains the best third), ``screen2`` = ``["ptq", "tiny"]`` (two rungs: PTQ, then a very
+short QAT).
 
 Prints a table and writes benchmarks/results/bench_budget.json; run directories go to
 benchmarks/results/.budget/ (relative paths only). Measures; asserts nothing.
 Usage: python benchmarks/bench_budget.py [--seeds 0 1 2] [--budgets 20 30 40]
-       [--settings float reuse] [--jobs 2]
+       [--settings float reuse screen screen2] [--jobs 2]
 """
 
 from __future__ import annotations
@@ -38,14 +41,21 @@ from evomp.objectives import hypervolume_2d
 OUT = Path("benchmarks") / "results" / "bench_budget.json"
 WORK = Path("benchmarks") / "results" / ".budget"
 REF_MEMORY = 54512.0  # the demo model's uniform 8-bit memory
-SETTINGS = {"float": 'final_from = "float"', "reuse": ""}
+#: setting -> (spec table, line added to it); None: the spec as it is
+SETTINGS: dict[str, tuple[str, str] | None] = {
+    "float": ("qat", 'final_from = "float"'),
+    "reuse": None,
+    "screen": ("search", 'screen = ["ptq"]'),
+    "screen2": ("search", 'screen = ["ptq", "tiny"]'),
+}
 
 
 def _spec(base: str, setting: str, seed: int) -> Path:
     text = re.sub(r"^seed = \d+", f"seed = {seed}", base, flags=re.M)
     extra = SETTINGS[setting]
     if extra:
-        text = text.replace("[qat]\n", f"[qat]\n{extra}\n", 1)
+        table, line = extra
+        text = re.sub(rf"^\[{table}\]\n", f"[{table}]\n{line}\n", text, count=1, flags=re.M)
     p = WORK / f"{setting}-s{seed}.toml"
     p.write_text(text)
     return p
@@ -62,7 +72,7 @@ def main() -> None:
     ap.add_argument("--spec", default="runs/demo.toml")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--budgets", type=int, nargs="+", default=[20, 30, 40])
-    ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    ap.add_argument("--settings", nargs="+", default=["reuse", "screen"], choices=list(SETTINGS))
     ap.add_argument("--jobs", type=int, default=2)
     args = ap.parse_args()
     base = Path(args.spec).read_text()

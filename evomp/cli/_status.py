@@ -38,10 +38,15 @@ def status(d: Path, storage: str | None = None) -> dict:
     out["verified"] = bool(prog.get("verified", False))
     study = load_run_study(d, storage, say=lambda m: print(f"evomp: note: {m}",
                                                            file=sys.stderr))
-    n_true = 0 if study is None else sum(
-        1 for t in study.get_trials(deepcopy=False)
-        if t.user_attrs.get("fidelity") == "short" and t.state.name in ("COMPLETE", "FAIL"))
-    out["true_evaluations"] = n_true
+    counts: dict[str, int] = {}
+    for t in [] if study is None else study.get_trials(deepcopy=False):
+        if t.state.name in ("COMPLETE", "FAIL") and "seconds" in t.user_attrs \
+                and not t.user_attrs.get("requeued"):
+            f = str(t.user_attrs.get("fidelity"))
+            counts[f] = counts.get(f, 0) + 1
+    out["true_evaluations"] = counts.get("short", 0)
+    # evaluations at the cheap screening fidelities (search.screen)
+    out["screened"] = {f: counts[f] for f in ("ptq", "tiny") if f in counts}
     front = rd.front_status()
     if isinstance(front, int):
         out["front_size"] = front
@@ -73,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"run directory:    {s['dir']}")
     print(f"true evaluations: {s['true_evaluations']}  (rounds done: {s['round']})")
+    if s.get("screened"):
+        print("screened:         " + ", ".join(f"{n} at {f}" for f, n in s["screened"].items())
+              + " (cheap fidelities)")
     print(f"front:            {s.get('front_size', s.get('front', 'not verified yet'))}")
     if "surrogate" in s:
         q = s["surrogate"]

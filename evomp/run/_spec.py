@@ -199,6 +199,11 @@ QATSpec = QATConfig
 """``[qat]``: short QAT of every search evaluation and the longer final QAT."""
 
 
+#: fidelities cheaper than the short QAT that can screen candidates (``search.screen``),
+#: cheapest first: post-training accuracy with BatchNorm re-estimated, a very short QAT
+SCREEN_FIDELITIES = ("ptq", "tiny")
+
+
 @dataclass(frozen=True)
 class SearchSpec:
     """``[search]``: engine, objectives, constraints and budgets of the search.
@@ -231,9 +236,12 @@ class SearchSpec:
     sensitivity: str = "hutchinson"
     probes: int = 16
     mode: str = "auto"
+    screen: tuple = ()
+    screen_factor: int = 3
 
     def __post_init__(self) -> None:
         _one_of("search.mode", self.mode, MODES)
+        self._check_screen()
         # the names are checked against the registries the parts are built from (lazily:
         # those live on higher floors, and a plugin may have registered more)
         from evomp.engines import ALGORITHMS, ENGINES, SAMPLERS
@@ -265,6 +273,20 @@ class SearchSpec:
                 f"search.initial ({self.initial}) exceeds search.budget ({self.budget})"
             )
         self._check_metrics()
+
+    def _check_screen(self) -> None:
+        """``screen``: cheap fidelities, cheapest first, each a rung of successive halving."""
+        screen = _strings("search.screen", self.screen, '["ptq"]')
+        order = [f for f in SCREEN_FIDELITIES if f in screen]
+        bad = [f for f in screen if f not in SCREEN_FIDELITIES]
+        if bad:
+            raise SpecError(f"search.screen names unknown fidelities {bad}; the cheap ones are "
+                            f"{list(SCREEN_FIDELITIES)} (e.g. screen = [\"ptq\"])")
+        if list(screen) != order:
+            raise SpecError(f"search.screen must list each fidelity once, cheapest first: "
+                            f"{order}, got {list(screen)}")
+        _set(self, "screen", screen)
+        _at_least("search.screen_factor", self.screen_factor, 2)
 
     def _check_metrics(self) -> None:
         """Hardware models registered; objectives and constraints well-formed and provided."""

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from evomp.search._artifacts import fetch_artifact, publish_artifacts, states_dir
-from evomp.search._loop import Search, SearchOptions
+from evomp.search._loop import AsyncState, Search, SearchOptions, promoted
 from evomp.search._parts import SearchParts, anchor_genomes, build_parts
 from evomp.search._queue import Queue, QueuedTrial, open_queue_storage
 from evomp.search._store import Record, Store
@@ -24,6 +24,8 @@ from evomp.search._worker import (
 )
 
 __all__ = [
+    "AsyncState",
+    "promoted",
     "SELECTIONS",
     "SURROGATES",
     "SearchParts",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from tqdm.auto import tqdm
 
 from evomp._errors import EvompError
 from evomp.engines import Proposals, initial_design
-from evomp.evaluation import EvalResult, threads_per_worker
+from evomp.evaluation import FIDELITIES, EvalResult, threads_per_worker
 from evomp.objectives import nondominated
 from evomp.run import FrontResult, RunContext, RunDir, finish_run
 from evomp.search._artifacts import artifact_store, file_sha256, publish_artifacts, states_dir
@@ -36,7 +37,7 @@ from evomp.search._local import DaskWorkers, LocalWorkers
 from evomp.search._parts import SearchParts
 from evomp.search._queue import QueuedTrial
 from evomp.search._store import Record
-from evomp.search._surrogate import SelectionContext
+from evomp.search._surrogate import SURROGATES, SelectionContext
 from evomp.search._worker import evaluate_task
 from evomp.space import genome_from_hex, genome_hash, repair_all_pruned
 
@@ -80,6 +81,47 @@ def _spaced(idx: np.ndarray, metric: np.ndarray, acc: np.ndarray, spacing: float
             continue
         kept.append(int(i))
     return np.array(kept, dtype=np.int64)
+
+
+#: with ``surrogate = "auto"``: below this many evaluations every fit chooses its predictor
+#: by cross-validation; from it on, the choice is made again only once the data grew by
+#: RESELECT_GROWTH (a fit of the chosen predictor in between)
+RESELECT_FROM = 100
+RESELECT_GROWTH = 1.25
+#: asynchronous mode refits once the results that landed since the last fit reach this
+#: share of the data it was fitted on (at least one): every result at first, every 50th at
+#: 1,000 evaluations; the candidates chosen at a refit fill the queue until the next one
+REFIT_SHARE = 0.05
+
+
+@dataclass
+class AsyncState:
+    """What the asynchronous loop carries from one look at the study to the next.
+
+    Attributes:
+        round_: refits so far (a round in the logs).
+        model: the surrogate of the last refit (None before the first).
+        n_fit: how many results it was fitted on.
+        reserve: candidates chosen on it and not yet queued ``(proposals, mean, std)``.
+        stuck: the engine proposed nothing new.
+    """
+
+    round_: int
+    model: Any = None
+    n_fit: int = -1
+    reserve: tuple[Proposals, np.ndarray, np.ndarray] | None = None
+    stuck: bool = False
+
+    @property
+    def ahead(self) -> int:
+        """Results that land between two refits (:data:`REFIT_SHARE` of ``n_fit``)."""
+        return max(1, int(REFIT_SHARE * self.n_fit))
+
+
+def promoted(n: int, eta: int, cap: int) -> int:
+    """How many of ``n`` screened candidates a rung of successive halving promotes: the
+    ``1/eta`` share (rounded up, at least one), at most ``cap``."""
+    return min(cap, max(1, math.ceil(n / eta)))
 
 
 def _canonical(r: Record) -> tuple[float, float, int]:
@@ -126,6 +168,8 @@ class Search:
         self._nudged = 0.0
         self._counted: set[int] = set()
         self._logged: set[int] = set()
+        self._rung_models: dict[str, tuple[int, Any]] = {}  # fidelity -> (n fitted, model)
+        self._picked: dict[int, tuple[str, int]] = {}  # n_extra -> (auto's choice, at n)
         limit = self.s.time_limit_s  # wall-clock seconds of this invocation
         self._limit = limit
         self._deadline: float | None = None  # set when run() starts
@@ -178,7 +222,9 @@ class Search:
                 break
             if bar is None and self.progress:
                 bar = tqdm(total=len(pending), desc=f"{fidelity} evaluations", leave=False)
-            if self.jobs == 1 and not late:
+            # screening trials are tens of milliseconds: the controller evaluates them
+            # itself rather than wait for a worker to be free
+            if (self.jobs == 1 or fidelity in self.s.screen) and not late:
                 task = self.queue.take((fidelity,))
                 if task is not None:
                     self._evaluate_here(task)
@@ -212,7 +258,7 @@ class Search:
 
     def _count_worker_cpu(self) -> None:
         """Add the CPU seconds of evaluations other processes made in this session."""
-        for fid in ("short", "final"):
+        for fid in FIDELITIES:
             for r in self.store.records(fid):
                 if r.number in self._counted:
                     continue
@@ -247,8 +293,8 @@ class Search:
         prev = self.run_dir.read_progress()
         self._publish()
         records = self.store.records()
-        self._counted = {r.number for fid in ("short", "final") for r in self.store.records(fid)}
-        self._seed_cache(records)
+        self._counted = {r.number for fid in FIDELITIES for r in self.store.records(fid)}
+        self._seed_cache([r for fid in FIDELITIES for r in self.store.records(fid)])
         if records:
             log.info("resuming: %d true evaluations in the study", len(records))
             self._say(f"resuming: {len(records)} true evaluations already stored")
@@ -258,6 +304,8 @@ class Search:
                 self._say(f"{len(self.queue.pending('short'))} queued evaluations of an "
                           "earlier session: evaluating them first")
                 self._drain("short")
+            for fid in self.s.screen:  # and screenings of a killed session's last round
+                self._drain(fid)
             # 2. initial design
             records = self.store.records()
             need = min(self.s.initial, self.budget) - len(records)
@@ -339,51 +387,75 @@ class Search:
         """Keep the queue full (twice the live workers) and refit as results land; the
         pending candidates count in the selection (their predicted accuracy is believed,
         as a kriging believer), so the queue does not fill with near-duplicates."""
-        model: Any = None
-        n_fit = -1
-        stuck = False
+        st = AsyncState(round_)
         while True:
             self.queue.fail_stale()
             if self._started is not None:
                 self._started.check()
             n_done = self.store.n_true()
             pending = self.queue.pending("short")
-            if n_done >= self.budget or self._past_deadline() or (stuck and not pending):
+            if n_done >= self.budget or self._past_deadline() or (st.stuck and not pending):
                 break
-            X, y, recs = self._true_data()
-            if len(X) >= 3 and len(X) != n_fit:
-                round_ += 1
-                model = self._fit(X, y)
-                n_fit = len(X)
-                self._log_landed(round_, len(X))
-                self.run_dir.update_progress(round=round_, cpu_seconds=self.clock.seconds)
-                self._prune_states()
+            data = self.refit_if_due(st)
             live = self.queue.live_workers() + (1 if self.jobs == 1 else 0)
             room = min(2 * max(1, live) - len(pending), self.budget - n_done - len(pending))
-            if room > 0 and model is not None and not stuck:
-                got = self._choose(round_, model, X, y, recs, room, pending)
-                if got is None:
-                    stuck = True
-                    self._say("the engine proposed nothing new; finishing what is queued")
-                else:
-                    props, mean, std = got
-                    self.queue.enqueue(props, "short", round_=round_, source="round",
-                                       predicted=(mean, std))
-                    continue
+            if room > 0 and self.fill(st, room, data, pending):
+                continue
             if self.jobs == 1:
                 task = self.queue.take(("short",))
                 if task is not None:
                     self._evaluate_here(task)
                     continue
-            if not pending and model is None and n_done < 3:
+            if not pending and st.model is None and n_done < 3:
                 raise EvompError(self._too_few(n_done))
             self._nudge()
             time.sleep(self.poll_s)
         self._drain("short")
         X, _, _ = self._true_data()
-        if len(X) != n_fit:
-            self._log_landed(round_, len(X))
-        return round_
+        if len(X) != st.n_fit:
+            self._log_landed(st.round_, len(X))
+        return st.round_
+
+    def refit_if_due(self, st: AsyncState) -> tuple[np.ndarray, np.ndarray, list[Record]]:
+        """Asynchronous mode, on each look at the study: read the results (only new trials
+        are decoded) and refit the surrogate once :data:`REFIT_SHARE` of new results
+        landed. Returns the true data ``(X, y, records)``."""
+        X, y, recs = self._true_data()
+        if len(X) >= 3 and (st.model is None or len(X) - st.n_fit >= st.ahead):
+            st.round_ += 1
+            st.model = self._fit(X, y)
+            st.n_fit = len(X)
+            st.reserve = None  # chosen on the old model
+            self._log_landed(st.round_, len(X))
+            self.run_dir.update_progress(round=st.round_, cpu_seconds=self.clock.seconds)
+            self._prune_states()
+        return X, y, recs
+
+    def fill(self, st: AsyncState, room: int,
+             data: tuple[np.ndarray, np.ndarray, list[Record]],
+             pending: list[FrozenTrial]) -> bool:
+        """Asynchronous mode: queue up to ``room`` candidates. A search and selection runs
+        only when the candidates chosen at the last one are used up, and chooses enough for
+        the room and every slot that frees up before the next refit. Returns whether any
+        was queued."""
+        if st.model is None or st.stuck:
+            return False
+        X, y, recs = data
+        if st.reserve is None or len(st.reserve[0]) == 0:
+            left = self.budget - self.store.n_true() - len(pending)
+            st.reserve = self._choose(st.round_, st.model, X, y, recs,
+                                      min(room + st.ahead - 1, left), pending)
+        if st.reserve is None:
+            st.stuck = True
+            self._say("the engine proposed nothing new; finishing what is queued")
+            return False
+        props, mean, std = st.reserve
+        now, later = np.arange(min(room, len(props))), np.arange(min(room, len(props)),
+                                                                  len(props))
+        self.queue.enqueue(props.take(now), "short", round_=st.round_, source="round",
+                           predicted=(mean[now], std[now]))
+        st.reserve = (props.take(later), mean[later], std[later])
+        return len(now) > 0
 
     def _on_a_front(self, y: np.ndarray, costs: dict[str, np.ndarray], rows: np.ndarray
                     ) -> np.ndarray:
@@ -428,9 +500,25 @@ class Search:
         return (f"only {n} successful true evaluations: too few to fit a surrogate (raise "
                 f"search.initial, or check why evaluations fail {where})")
 
-    def _fit(self, X: np.ndarray, y: np.ndarray) -> Any:
-        model = self.parts.surrogate()
+    def _fit(self, X: np.ndarray, y: np.ndarray, n_extra: int = 0) -> Any:
+        """A surrogate fitted on ``X`` (genomes, then ``n_extra`` measured columns), ``y``.
+
+        With ``surrogate = "auto"`` the predictor is chosen by cross-validation (several
+        fits of every candidate), which grows with the data: from :data:`RESELECT_FROM`
+        evaluations on, the choice is made again only once the data grew by
+        :data:`RESELECT_GROWTH` since the last one, and in between only the chosen
+        predictor is refitted (so the controller's work per result stays flat)."""
+        picked = self._picked.get(n_extra)
+        if self.s.surrogate == "auto" and picked is not None and len(X) >= RESELECT_FROM \
+                and len(X) < RESELECT_GROWTH * picked[1] and picked[0] in SURROGATES.names():
+            model = self.parts.surrogate(n_extra, name=picked[0])
+            model.fit(X, y)
+            return model
+        model = self.parts.surrogate(n_extra)
         model.fit(X, y)
+        best = getattr(model[-1], "best_name_", None)
+        if best is not None:
+            self._picked[n_extra] = (str(best), len(X))
         return model
 
     def _round(self, round_: int) -> int:
@@ -492,10 +580,71 @@ class Search:
             y_sel = np.concatenate([y, np.clip(model.predict(P), 0.0, 1.0)])
             pc = obj.costs(P)
             costs_sel = {m: np.concatenate([costs_true[m], pc[m]]) for m in costs_true}
-        chosen = self.parts.selection(SelectionContext(
-            pool=pool, mean=mean, std=std, pool_costs=obj.costs(pool), y=y_sel,
-            true_costs=costs_sel, objectives=obj, rng=self.rng), k)
-        return props.take(chosen), mean[chosen], std[chosen]
+
+        def select(P: Proposals, mean: np.ndarray, std: np.ndarray, n: int) -> np.ndarray:
+            G = P.genomes
+            return np.asarray(self.parts.selection(SelectionContext(
+                pool=G, mean=mean, std=std, pool_costs=obj.costs(G), y=y_sel,
+                true_costs=costs_sel, objectives=obj, rng=self.rng), n))
+
+        # successive halving over the screening fidelities: choose k * eta^R on the
+        # genome-only surrogate, keep 1/eta at each rung on a surrogate that also sees the
+        # rung's measured accuracy; the last rung's picks get the short QAT
+        eta, rungs = self.s.screen_factor, self.s.screen
+        chosen = select(props, mean, std, min(len(pool), k * eta ** len(rungs)))
+        props, mean, std = props.take(chosen), mean[chosen], std[chosen]
+        for r, fid in enumerate(rungs):
+            acc = self._screen(props, fid, round_)
+            got = self._rung_predict(fid, round_, props.genomes, acc)
+            if got is not None:
+                mean, std = got
+            chosen = select(props, mean, std, promoted(len(props), eta,
+                                                       k * eta ** (len(rungs) - r - 1)))
+            props, mean, std = props.take(chosen), mean[chosen], std[chosen]
+        return props, mean, std
+
+    # ------------------------------------------------------------ screening
+    def _screen(self, props: Proposals, fid: str, round_: int) -> np.ndarray:
+        """The ``fid`` accuracy of every row of ``props`` (NaN where it failed): rows not yet
+        evaluated at ``fid`` are queued as trials of that fidelity and evaluated (nothing
+        stored is evaluated again)."""
+        hashes = [genome_hash(g) for g in props.genomes]
+        done = {r.genome_hash for r in self.store.records(fid)}
+        done |= {str(t.user_attrs["genome_hash"]) for t in self.queue.pending(fid)}
+        new = []
+        for i, h in enumerate(hashes):  # each genome once
+            if h not in done:
+                done.add(h)
+                new.append(i)
+        if new:
+            self.queue.enqueue(props.take(new), fid, round_=round_, source="screen")
+        self._drain(fid)
+        got = {r.genome_hash: r.val_accuracy for r in self.store.records(fid) if not r.failed}
+        return np.array([got.get(h, np.nan) for h in hashes])
+
+    def _rung_predict(self, fid: str, round_: int, G: np.ndarray, acc: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Predicted short-QAT accuracy (mean, std) of ``G`` from a surrogate over the genome
+        and its measured ``fid`` accuracy ``acc``, fitted on every short-QAT evaluation (each
+        also evaluated at ``fid``: the initial design's are, when first needed). A row whose
+        screening failed is predicted 0. None: fewer than 3 pairs to fit on."""
+        X, y, _ = self._true_data()
+        if self._rung_models.get(fid, (-1,))[0] != len(X):  # refit when results landed
+            paired = self._screen(Proposals(X), fid, round_)
+            ok = np.isfinite(paired) & np.isfinite(y)
+            model = None
+            if ok.sum() >= 3:
+                model = self._fit(np.column_stack([X[ok], paired[ok]]), y[ok], n_extra=1)
+            self._rung_models[fid] = (len(X), model)
+        model = self._rung_models[fid][1]
+        if model is None:
+            return None
+        ok = np.isfinite(acc)
+        mean, std = np.zeros(len(G)), np.zeros(len(G))
+        if ok.any():
+            m, sd = model.predict(np.column_stack([G[ok], acc[ok]]), return_std=True)
+            mean[ok], std[ok] = np.clip(m, 0.0, 1.0), sd
+        return mean, std
 
     def _past_deadline(self) -> bool:
         """Whether the time limit has passed (and say so once)."""
@@ -605,7 +754,8 @@ class Search:
                if q.final_from == "short" else f"{q.final_steps} steps from the float weights")
         self._say(f"verifying {len(cand)} front candidates with the final QAT ({how}) and "
                   "the test split")
-        all_recs = self.store.records()
+        # every evaluation of the search, screening fidelities included, in the CSV
+        all_recs = [r for fid in (*self.s.screen, "short") for r in self.store.records(fid)]
         all_costs = self.store.costs(all_recs)
         method = f"evomp-{self.parts.engine_name}"
         prior = [{

@@ -50,7 +50,9 @@ class SearchParts:
         anchors: ``(m, n_genes)`` int8 sensitivity-ordered genomes for the initial design.
         refiner: Free Bits' repair when an objective is a latency, else None.
         engine: the search engine (``search.engine``).
-        surrogate: ``() -> unfitted pipeline`` (genome features, then the predictor).
+        surrogate: ``(n_extra=0, name=None) -> unfitted pipeline`` (genome features, then
+            the predictor ``name``, default ``search.surrogate``; with ``n_extra`` measured
+            columns after the genes, e.g. a screening fidelity's accuracy).
         selection: the rule that picks each round's candidates (``search.selection``).
         clock: the run's CPU clock (started when the parts are built, so the profile
             counts).
@@ -66,7 +68,7 @@ class SearchParts:
     anchors: np.ndarray
     refiner: FreeBitsRepair | None
     engine: Engine
-    surrogate: Callable[[], Any]
+    surrogate: Callable[..., Any]
     selection: SelectionRule
     clock: CpuClock
     storage_url: str | None = None
@@ -157,8 +159,8 @@ def build_parts(
     queue = Queue(store, storage_obj, distributions=eng.distributions())
     seed = ctx.spec.seed
 
-    def surrogate() -> Any:
-        return build_surrogate(s.surrogate, table, profile, seed)
+    def surrogate(n_extra: int = 0, name: str | None = None) -> Any:
+        return build_surrogate(name or s.surrogate, table, profile, seed, n_extra)
 
     return SearchParts(objectives=objectives, store=store, profile=profile, encoding=encoding,
                        anchors=anchors, refiner=refiner, engine=eng, surrogate=surrogate,

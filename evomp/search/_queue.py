@@ -38,7 +38,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from evomp.engines import Proposals
-from evomp.evaluation import EvalResult
+from evomp.evaluation import FIDELITIES, EvalResult
 from evomp.search._store import Store
 from evomp.space import genome_from_hex, genome_hash, genome_to_hex
 
@@ -75,6 +75,10 @@ def open_queue_storage(storage: Any, heartbeat_s: float = HEARTBEAT_S,
     return storage
 
 
+#: the order in which waiting trials are taken: final QATs first (a front waits on them),
+#: then the cheap screening fidelities (a round waits on them), then short QATs
+_TAKE_ORDER = {"final": 0, "ptq": 1, "tiny": 2, "short": 3}
+
 #: seconds a take may need between setting RUNNING and writing the taker's name
 _TAKING_S = 2.0
 
@@ -102,7 +106,7 @@ class QueuedTrial:
         number: the trial number.
         trial_id: the storage's trial id.
         genome: ``(n_genes,)`` int8.
-        fidelity: ``"short"`` or ``"final"``.
+        fidelity: ``"ptq"``, ``"tiny"``, ``"short"`` or ``"final"``.
         with_test: also score the test split (final QAT of a front candidate).
         attrs: the trial's user attributes as enqueued.
     """
@@ -235,12 +239,14 @@ class Queue:
         """Say in the study that this worker is alive (``seen`` = now)."""
         self.study.set_user_attr(f"worker:{self.worker_id}", {**info, "seen": time.time()})
 
-    def take(self, fidelities: tuple[str, ...] = ("short", "final")) -> QueuedTrial | None:
-        """Take one waiting trial (finals first), or None when none is waiting."""
+    def take(self, fidelities: tuple[str, ...] = FIDELITIES) -> QueuedTrial | None:
+        """Take one waiting trial (finals first, then the cheapest fidelity, then the oldest),
+        or None when none is waiting."""
         waiting = [t for t in self.study.get_trials(deepcopy=False,
                                                     states=(TrialState.WAITING,))
                    if "genome" in t.user_attrs and t.user_attrs.get("fidelity") in fidelities]
-        waiting.sort(key=lambda t: (t.user_attrs.get("fidelity") != "final", t.number))
+        waiting.sort(key=lambda t: (_TAKE_ORDER.get(str(t.user_attrs.get("fidelity")), 9),
+                                    t.number))
         for t in waiting:
             tid = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, t.number)
             try:

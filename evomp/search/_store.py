@@ -49,7 +49,8 @@ class Record:
         seconds / cpu_seconds: wall and CPU time of the evaluation.
         round: search round (0 = initial design; -1 = a worker's own proposal).
         slot: row within its batch (the canonical training order), or None.
-        source: ``"initial"``, ``"round"`` or ``"worker"``.
+        source: ``"initial"``, ``"round"``, ``"screen"`` (a screening fidelity) or
+            ``"worker"``.
         predicted_accuracy / predicted_std: the surrogate's prediction made before the
             candidate was trained (round candidates only), else None.
         costs: ``{metric: value}`` hardware costs stored with the trial.

@@ -36,12 +36,15 @@ SURROGATES.register("boosting", lambda seed: surrogates.BoostingSurrogate(random
 SURROGATES.register("hawq", lambda seed: surrogates.HawqProxy())
 
 
-def build_surrogate(name: str, table: LayerTable, profile: Any, seed: int) -> Any:
-    """A scikit-learn pipeline: genome features, then the predictor registered as ``name``."""
+def build_surrogate(name: str, table: LayerTable, profile: Any, seed: int, n_extra: int = 0
+                    ) -> Any:
+    """A scikit-learn pipeline: genome features, then the predictor registered as ``name``.
+    With ``n_extra``, the inputs are genomes followed by that many measured columns (e.g. a
+    cheap fidelity's accuracy), passed through as features."""
     from sklearn.pipeline import make_pipeline
 
     predictor = SURROGATES.get(name)(seed)
-    return make_pipeline(surrogates.GenomeFeatures(table, profile), predictor)
+    return make_pipeline(surrogates.GenomeFeatures(table, profile, n_extra=n_extra), predictor)
 
 
 @dataclass(frozen=True)

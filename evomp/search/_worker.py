@@ -26,7 +26,7 @@ import optuna
 import torch
 
 from evomp._errors import EvompError
-from evomp.evaluation import EvalResult, Evaluator
+from evomp.evaluation import FIDELITIES, EvalResult, Evaluator
 from evomp.objectives import Objectives
 from evomp.run import RunContext, build_space, build_task, load_spec, qat_config
 from evomp.search._artifacts import fetch_artifact, file_sha256, upload_file
@@ -197,7 +197,7 @@ def run_worker(queue: Queue, ctx: RunContext, objectives: Objectives, *, float_s
         if ua.get("state") == "done":
             break
         deadline = ua.get("deadline")
-        fids = ("final",) if deadline and time.time() >= float(deadline) else ("short", "final")
+        fids = ("final",) if deadline and time.time() >= float(deadline) else FIDELITIES
         if time.time() - last_stale > queue.heartbeat_s:  # not on every poll of every worker
             _retrying("checking for stale trials", queue.fail_stale)
             last_stale = time.time()

@@ -116,6 +116,14 @@ def _search(**kw: object) -> dict:
         (_search(jobs=-1), r"search\.jobs must be >= 0, got -1"),
         (_search(mode="sync"), r"search\.mode must be one of"),
         (_search(final_gap=2), r"search\.final_gap must lie in \[0, 1\]"),
+        # [search] screening (successive halving over cheap fidelities)
+        (_search(screen="ptq"), r"search\.screen must be a list, got .ptq."),
+        (_search(screen=["short"]), r"search\.screen names unknown fidelities \['short'\]"),
+        (_search(screen=["tiny", "ptq"]),
+         r"search\.screen must list each fidelity once, cheapest first: \['ptq', 'tiny'\]"),
+        (_search(screen=["ptq", "ptq"]), r"search\.screen must list each fidelity once"),
+        (_search(screen=["ptq"], screen_factor=1), r"search\.screen_factor must be >= 2"),
+        ({"name": "x", "qat": {"tiny_steps": -1}}, r"qat\.tiny_steps must be"),
         # [space]
         ({"name": "x", "space": {"exclude": "fc"}}, r"space\.exclude must be a list"),
         ({"name": "x", "space": {"exclude": [1]}}, r"space\.exclude must hold non-empty strings"),
