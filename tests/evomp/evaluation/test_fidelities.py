@@ -3,31 +3,13 @@ re-estimated under the genome's bits, and a very short QAT of ``qat.tiny_steps``
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
 import torch
 from torch import nn
 
-from evomp import Evaluator, QATConfig, SearchSpace, TrainConfig, pretrain
+from evomp import Evaluator, QATConfig, SearchSpace
 from evomp.evaluation import FIDELITIES
 from evomp.quant import QuantModel
-from evomp.tasks import Task, batches, from_arrays
-
-
-def _model() -> nn.Module:
-    return nn.Sequential(nn.Conv1d(2, 8, 3, padding=1), nn.BatchNorm1d(8), nn.ReLU(),
-                         nn.Dropout(0.5), nn.Flatten(), nn.Linear(64, 3))
-
-
-@pytest.fixture(scope="module")
-def trained() -> tuple[Task, nn.Module, SearchSpace]:
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 3, 260)
-    x = rng.normal(size=(260, 2, 8)).astype(np.float32) + y[:, None, None] * 1.5
-    task = from_arrays(x[:220], y[:220], x[220:], y[220:], model_factory=_model, name="bn",
-                       seed=0)
-    m, _ = pretrain(task, TrainConfig(epochs=2, lr=1e-2, batch_size=32))
-    return task, m, SearchSpace.from_model(m, task.example_input())
+from evomp.tasks import Task, batches
 
 
 def test_batchnorm_is_reestimated_on_the_quantized_outputs(

@@ -6,33 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import pytest
 import torch
 from torch import nn
 
-from evomp import Evaluator, QATConfig, SearchSpace, TrainConfig, pretrain
-from evomp.tasks import Task, TrainState, from_arrays
+from evomp import Evaluator, QATConfig, SearchSpace
+from evomp.tasks import Task, TrainState
 
 #: 200 training samples in batches of 32: 7 batches an epoch, so 10 short steps stop in the
 #: middle of the second epoch
 QAT = QATConfig(steps=10, final_steps=25, added_steps=9, batch_size=32, final_from="short")
-
-
-def _model() -> nn.Module:
-    return nn.Sequential(nn.Conv1d(2, 8, 3, padding=1), nn.BatchNorm1d(8), nn.ReLU(),
-                         nn.Flatten(), nn.Linear(64, 3))
-
-
-@pytest.fixture(scope="module")
-def trained() -> tuple[Task, nn.Module, SearchSpace]:
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 3, 260)
-    x = rng.normal(size=(260, 2, 8)).astype(np.float32) + y[:, None, None] * 1.5
-    task = from_arrays(x[:220], y[:220], x[220:], y[220:], model_factory=_model, name="bn",
-                       seed=0)
-    m, _ = pretrain(task, TrainConfig(epochs=2, lr=1e-2, batch_size=32))
-    return task, m, SearchSpace.from_model(m, task.example_input())
 
 
 def _state(ev: Evaluator) -> dict[str, torch.Tensor]:
