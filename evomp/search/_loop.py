@@ -38,7 +38,7 @@ from evomp.search._parts import SearchParts
 from evomp.search._queue import QueuedTrial
 from evomp.search._store import Record
 from evomp.search._surrogate import SURROGATES, SelectionContext
-from evomp.search._worker import evaluate_task
+from evomp.search._worker import _retrying, evaluate_task
 from evomp.space import genome_from_hex, genome_hash, repair_all_pruned
 
 __all__ = ["Search", "SearchOptions"]
@@ -287,9 +287,21 @@ class Search:
 
     # ------------------------------------------------------------------ loop
     def run(self) -> FrontResult:
-        """Run (or resume) the search and verify the front. Returns the measured front."""
+        """Run (or resume) the search and verify the front. Returns the measured front.
+
+        A database lost mid-run (its server restarted, the network cut) is waited out with
+        backoff, and the run goes on from the study as a restarted controller would (queued
+        trials stay queued, nothing recorded is evaluated again); a database that stays
+        away ends the run with one line.
+        """
+        if self._deadline is None and self._limit:
+            self._deadline = time.time() + self._limit
+        return _retrying("running the search", self._run_once,
+                         gives_up="this controller stops; run the same command again once "
+                         "the database is back: it resumes from the study")
+
+    def _run_once(self) -> FrontResult:
         ctx = self.ctx
-        self._deadline = time.time() + self._limit if self._limit else None
         prev = self.run_dir.read_progress()
         self._publish()
         records = self.store.records()

@@ -145,8 +145,13 @@ def evaluate_task(queue: Queue, evaluator: Evaluator, objectives: Objectives, ta
     return r
 
 
-def _retrying(what: str, fn: Callable[[], Any]) -> Any:
-    """``fn()``, retried with backoff while the storage is unreachable."""
+_WORKER_GIVES_UP = ("this worker exits (a trial it was evaluating returns to the queue when "
+                    "its heartbeat lapses)")
+
+
+def _retrying(what: str, fn: Callable[[], Any], gives_up: str = _WORKER_GIVES_UP) -> Any:
+    """``fn()``, retried with backoff (:data:`BACKOFF_S`) while the storage is unreachable;
+    then an :class:`EvompError` of one line that ends in ``gives_up``."""
     lost: tuple[type[BaseException], ...] = (ConnectionError,)
     try:  # the cluster extra; without it there is no database to lose
         import sqlalchemy.exc
@@ -167,8 +172,7 @@ def _retrying(what: str, fn: Callable[[], Any]) -> Any:
             if wait is None:
                 raise EvompError(
                     f"lost the study's database while {what} ({type(e).__name__}); gave up "
-                    f"after {len(BACKOFF_S)} retries: this worker exits (a trial it was "
-                    "evaluating returns to the queue when its heartbeat lapses)") from None
+                    f"after {len(BACKOFF_S)} retries: {gives_up}") from None
             log.warning("storage unreachable while %s (try %d): %s", what, i + 1, e)
             time.sleep(wait)
     raise AssertionError("unreachable")  # pragma: no cover

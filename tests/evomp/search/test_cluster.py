@@ -190,3 +190,41 @@ def test_dask_cluster_starts_the_workers(tiny_runs: Any, tiny_tmp: Path) -> None
     pids = {t.user_attrs["worker"].rpartition(":")[2] for t in _results(study)}
     assert str(os.getpid()) not in pids  # evaluated in the dask workers' processes
     _check_complete(study, 5, run_dir)
+
+
+@pytest.mark.postgres
+def test_the_controller_rides_out_a_database_restart(
+        tiny_runs: Any, tiny_tmp: Path, pg_server: Any) -> None:
+    """The real server is stopped under the controller's feet once results have landed
+    and started again 2 s later: the controller waits it out and goes on from the study
+    (the budget is reached, nothing is recorded twice, the front is verified)."""
+    import threading
+
+    from evomp.run import load_spec, open_run
+    from evomp.search import Search, SearchOptions
+
+    url = pg_server()
+    stop, restart = pg_server.control[url]
+    budget = 6
+    spec = load_spec(tiny_runs.spec(tiny_tmp, budget=budget, initial=4, per_round=2,
+                                    steps=5, final_max=1))
+    run_dir = tiny_runs.out(tiny_tmp, "lost")
+    ctx = open_run(spec, run_dir, 1)
+    try:
+        search = Search.from_context(ctx, SearchOptions(mode="rounds"), storage=url)
+        real = search._round
+        cut: list[float] = []
+
+        def round_with_a_cut(round_: int) -> int:
+            if not cut:  # the initial design has landed: the server goes away
+                cut.append(time.time())
+                stop()
+                threading.Timer(2.0, restart).start()
+            return real(round_)
+
+        search._round = round_with_a_cut  # type: ignore[method-assign]
+        search.run()
+    finally:
+        ctx.close()
+    assert cut and time.time() - cut[0] > 2.0
+    _check_complete(optuna.load_study(study_name="tiny", storage=url), budget, run_dir)
