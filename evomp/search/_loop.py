@@ -607,7 +607,7 @@ class Search:
         props, mean, std = props.take(chosen), mean[chosen], std[chosen]
         for r, fid in enumerate(rungs):
             acc = self._screen(props, fid, round_)
-            got = self._rung_predict(fid, round_, props.genomes, acc)
+            got = self._rung_predict(fid, round_, props.genomes, acc, X, y)
             if got is not None:
                 mean, std = got
             chosen = select(props, mean, std, promoted(len(props), eta,
@@ -634,13 +634,12 @@ class Search:
         got = {r.genome_hash: r.val_accuracy for r in self.store.records(fid) if not r.failed}
         return np.array([got.get(h, np.nan) for h in hashes])
 
-    def _rung_predict(self, fid: str, round_: int, G: np.ndarray, acc: np.ndarray
-                      ) -> tuple[np.ndarray, np.ndarray] | None:
+    def _rung_predict(self, fid: str, round_: int, G: np.ndarray, acc: np.ndarray,
+                      X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """Predicted short-QAT accuracy (mean, std) of ``G`` from a surrogate over the genome
-        and its measured ``fid`` accuracy ``acc``, fitted on every short-QAT evaluation (each
+        and its measured ``fid`` accuracy ``acc``, fitted on the true data ``X, y`` (each
         also evaluated at ``fid``: the initial design's are, when first needed). A row whose
         screening failed is predicted 0. None: fewer than 3 pairs to fit on."""
-        X, y, _ = self._true_data()
         if self._rung_models.get(fid, (-1,))[0] != len(X):  # refit when results landed
             paired = self._screen(Proposals(X), fid, round_)
             ok = np.isfinite(paired) & np.isfinite(y)
