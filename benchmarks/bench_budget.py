@@ -14,12 +14,15 @@ Settings (``--settings``): ``float`` = every final QAT from the float weights
 is, ``screen`` = with ``search.screen = ["ptq"]`` (successive halving: each round screens
 three times as many candidates by post-training accuracy, BatchNorm re-estimated, and
 trains the best third), ``screen2`` = ``["ptq", "tiny"]`` (two rungs: PTQ, then a very
-short QAT).
+short QAT), ``async`` = ``search.mode = "async"`` (the cluster mode: local workers take
+queued trials, the controller refits as results land, against the synchronous rounds of
+the demo's default).
 
-Prints a table and writes benchmarks/results/bench_budget.json; run directories go to
-benchmarks/results/.budget/ (relative paths only). Measures; asserts nothing.
+Prints a table and writes benchmarks/results/bench_budget.json (``--json``: another name
+there); run directories go to benchmarks/results/.budget/ (relative paths only). Measures;
+asserts nothing.
 Usage: python benchmarks/bench_budget.py [--seeds 0 1 2] [--budgets 20 30 40]
-       [--settings float reuse screen screen2] [--jobs 2]
+       [--settings float reuse screen screen2 async] [--jobs 2] [--json NAME.json]
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from pathlib import Path
 
 from evomp.objectives import hypervolume_2d
 
-OUT = Path("benchmarks") / "results" / "bench_budget.json"
+RESULTS = Path("benchmarks") / "results"
 WORK = Path("benchmarks") / "results" / ".budget"
 REF_MEMORY = 54512.0  # the demo model's uniform 8-bit memory
 #: setting -> (spec table, line added to it); None: the spec as it is
@@ -47,6 +50,7 @@ SETTINGS: dict[str, tuple[str, str] | None] = {
     "reuse": None,
     "screen": ("search", 'screen = ["ptq"]'),
     "screen2": ("search", 'screen = ["ptq", "tiny"]'),
+    "async": ("search", 'mode = "async"'),
 }
 
 
@@ -74,7 +78,9 @@ def main() -> None:
     ap.add_argument("--budgets", type=int, nargs="+", default=[20, 30, 40])
     ap.add_argument("--settings", nargs="+", default=["reuse", "screen"], choices=list(SETTINGS))
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--json", default="bench_budget.json", help="file in benchmarks/results")
     args = ap.parse_args()
+    out_json = RESULTS / args.json
     base = Path(args.spec).read_text()
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
@@ -113,10 +119,10 @@ def main() -> None:
             print(f"{setting:<8} {budget:>6} {s['cpu_seconds']:>8.1f} {s['hypervolume']:>7.4f}")
     load1 = os.getloadavg()
     print(f"load average before {load0[0]:.2f}, after {load1[0]:.2f}")
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"rows": rows, "summary": summary, "jobs": args.jobs,
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps({"rows": rows, "summary": summary, "jobs": args.jobs,
                                "load_before": load0[0], "load_after": load1[0]}, indent=1))
-    print(f"wrote {OUT}")
+    print(f"wrote {out_json}")
 
 
 if __name__ == "__main__":

@@ -104,6 +104,8 @@ class AsyncState:
         n_fit: how many results it was fitted on.
         reserve: candidates chosen on it and not yet queued ``(proposals, mean, std)``.
         stuck: the engine proposed nothing new.
+        every: the fewest results between two refits (the loop sets the live workers: a
+            refit per result of each of them, not per result).
     """
 
     round_: int
@@ -111,11 +113,13 @@ class AsyncState:
     n_fit: int = -1
     reserve: tuple[Proposals, np.ndarray, np.ndarray] | None = None
     stuck: bool = False
+    every: int = 1
 
     @property
     def ahead(self) -> int:
-        """Results that land between two refits (:data:`REFIT_SHARE` of ``n_fit``)."""
-        return max(1, int(REFIT_SHARE * self.n_fit))
+        """Results that land between two refits (:data:`REFIT_SHARE` of ``n_fit``, at least
+        ``every``)."""
+        return max(self.every, int(REFIT_SHARE * self.n_fit))
 
 
 def promoted(n: int, eta: int, cap: int) -> int:
@@ -408,10 +412,10 @@ class Search:
             pending = self.queue.pending("short")
             if n_done >= self.budget or self._past_deadline() or (st.stuck and not pending):
                 break
-            data = self.refit_if_due(st)
             live = self.queue.live_workers() + (1 if self.jobs == 1 else 0)
             room = min(2 * max(1, live) - len(pending), self.budget - n_done - len(pending))
-            if room > 0 and self.fill(st, room, data, pending):
+            st.every = max(1, live)
+            if self.look(st, room, pending, spare=st.every):
                 continue
             if self.jobs == 1:
                 task = self.queue.take(("short",))
@@ -443,27 +447,54 @@ class Search:
             self._prune_states()
         return X, y, recs
 
+    def look(self, st: AsyncState, room: int, pending: list[FrozenTrial], spare: int = 1
+             ) -> bool:
+        """Asynchronous mode, one look of the controller at the study, with ``room`` free
+        places in the queue: a freed place is filled at once from the candidates chosen
+        ahead (no refit or search between a worker's result and its next trial); otherwise
+        the results are read, the surrogate refitted when due (:meth:`refit_if_due`), and
+        candidates chosen for the room, or ahead for the ``spare`` places that may free up
+        while the next refit runs (the live workers). Returns whether any was queued (the
+        caller looks again)."""
+        if room > 0 and st.reserve is not None and len(st.reserve[0]):
+            return self._queue_reserve(st, room)
+        data = self.refit_if_due(st)
+        if room > 0:
+            return self.fill(st, room, data, pending)
+        if st.reserve is None or not len(st.reserve[0]):
+            self.fill(st, 0, data, pending, spare)  # queued when a place frees
+        return False
+
     def fill(self, st: AsyncState, room: int,
              data: tuple[np.ndarray, np.ndarray, list[Record]],
-             pending: list[FrozenTrial]) -> bool:
-        """Asynchronous mode: queue up to ``room`` candidates. A search and selection runs
-        only when the candidates chosen at the last one are used up, and chooses enough for
-        the room and every slot that frees up before the next refit. Returns whether any
-        was queued."""
+             pending: list[FrozenTrial], spare: int = 1) -> bool:
+        """Asynchronous mode: queue up to ``room`` candidates (0: only choose ahead). A
+        search and selection runs only when the candidates chosen at the last one are used
+        up, and chooses enough for the room (at least ``spare``) and every place that frees
+        up before the next refit. Returns whether any was queued."""
         if st.model is None or st.stuck:
             return False
         X, y, recs = data
         if st.reserve is None or len(st.reserve[0]) == 0:
             left = self.budget - self.store.n_true() - len(pending)
+            if left <= 0:
+                return False
             st.reserve = self._choose(st.round_, st.model, X, y, recs,
-                                      min(room + st.ahead - 1, left), pending)
+                                      min(max(room, spare) + st.ahead - 1, left), pending)
         if st.reserve is None:
             st.stuck = True
             self._say("the engine proposed nothing new; finishing what is queued")
             return False
+        return self._queue_reserve(st, room)
+
+    def _queue_reserve(self, st: AsyncState, room: int) -> bool:
+        """Queue up to ``room`` of the candidates chosen ahead; the rest stay in reserve."""
+        assert st.reserve is not None
         props, mean, std = st.reserve
         now, later = np.arange(min(room, len(props))), np.arange(min(room, len(props)),
                                                                   len(props))
+        if not len(now):
+            return False
         self.queue.enqueue(props.take(now), "short", round_=st.round_, source="round",
                            predicted=(mean[now], std[now]))
         st.reserve = (props.take(later), mean[later], std[later])
