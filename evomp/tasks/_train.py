@@ -251,16 +251,20 @@ def train_steps(
     device: torch.device | str = "cpu",
     progress: str | None = None,
     state: TrainState | None = None,
+    check_every: int | None = None,
 ) -> float:
     """Train for ``steps`` Adam steps with cosine decay; returns the last-epoch mean loss.
 
     ``progress`` names a progress bar over the steps (None: no bar). ``state``: continue
     where the run that filled it stopped (its Adam moments, data order and RNG; the cosine
     schedule starts again over ``steps``) and leave this run's end in it; an empty
-    :class:`TrainState` starts afresh from ``seed``.
+    :class:`TrainState` starts afresh from ``seed``. ``check_every``: steps between two
+    finiteness checks of the loss (None: every step on the CPU,
+    :data:`CHECK_EVERY_ACCELERATED` on an accelerator, where a check waits for the device).
 
     Raises:
-        Diverged: a NaN or infinite loss.
+        Diverged: a NaN or infinite loss (on an accelerator found at the next of the checks
+            every :data:`CHECK_EVERY_ACCELERATED` steps, so that no step waits for the device).
         EvompError: an epoch of ``task.train`` yielded no batch (training could not progress).
     """
     if steps <= 0:
@@ -284,7 +288,10 @@ def train_steps(
     )
     model.train()
     step = 0
-    recent: list[float] = []
+    recent: list[torch.Tensor] = []  # on the device: no host sync per step
+    if check_every is None:
+        check_every = 1 if torch.device(device).type == "cpu" else CHECK_EVERY_ACCELERATED
+    since = 0  # steps since the last check
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -298,14 +305,17 @@ def train_steps(
             if seen <= skip:  # trained on before this run was continued
                 continue
             loss = task.loss_fn(model(x), y)
-            if not torch.isfinite(loss):
-                raise Diverged(f"loss became {float(loss.detach())} at step {step}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-            recent.append(float(loss.detach()))
+            recent.append(loss.detach())
             step += 1
+            since += 1
+            if since >= check_every or step >= steps:
+                _check_finite(recent[-since:], step)
+                since = 0
+                del recent[:-_TAIL]
             if bar is not None:
                 bar.update(1)
             if step >= steps:
@@ -320,8 +330,24 @@ def train_steps(
         state.generator, state.used = epoch_start, seen
         state.rng = torch.get_rng_state()
         state.steps += step
-    tail = recent[-20:]
-    return sum(tail) / len(tail)
+    return float(torch.stack(recent[-_TAIL:]).mean())
+
+
+#: losses averaged into :func:`train_steps`' result
+_TAIL = 20
+#: steps between two finiteness checks of the loss on an accelerator (each check waits for
+#: the device; on the CPU every step is checked, which costs nothing)
+CHECK_EVERY_ACCELERATED = 25
+
+
+def _check_finite(recent: list[torch.Tensor], step: int) -> None:
+    """Raise :class:`Diverged` if one of ``recent``, the losses of the steps up to ``step``
+    since the last check, is not finite."""
+    losses = torch.stack(recent)
+    if not bool(torch.isfinite(losses).all()):
+        bad = int((~torch.isfinite(losses)).nonzero()[0, 0])
+        first = step - len(recent) + bad
+        raise Diverged(f"loss became {float(losses[bad])} at step {first}")
 
 
 def make_adam(param_groups: list[dict]) -> torch.optim.Optimizer:

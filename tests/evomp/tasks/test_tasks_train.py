@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 from evomp import Evaluator, EvompError, QATConfig, SearchSpace, TrainConfig, pretrain
-from evomp.tasks import Task, TensorData, from_arrays, from_npz, get_task
+from evomp.tasks import Diverged, Task, TensorData, from_arrays, from_npz, get_task
 from evomp.tasks._train import resolve_device, set_threads, steps_per_epoch, train_steps
 
 
@@ -274,3 +274,23 @@ def test_resolve_device_and_threads(monkeypatch: pytest.MonkeyPatch) -> None:
         assert set_threads(None) == torch.get_num_threads() >= 1  # None: all cores
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("check_every", [1, 5])
+def test_a_diverged_step_is_named_when_checked_late(blob_task: Task, check_every: int) -> None:
+    """The loss stays on the device between checks (no host sync per step on a GPU); a
+    NaN is still found, and the step it appeared at named, at the next check."""
+    calls = []
+
+    def nan_at_seven(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        loss = F.cross_entropy(out, y)
+        return loss * math.nan if len(calls) == 7 else loss
+
+    bad = Task(blob_task.name, blob_task.model_factory, blob_task.train, blob_task.val,
+               blob_task.test, loss_fn=nan_at_seven)
+    model = bad.model_factory()
+    with pytest.raises(Diverged, match="loss became nan at step 6$"):
+        train_steps(model, bad, 40, [{"params": list(model.parameters()), "lr": 1e-3}],
+                    batch_size=32, seed=0, check_every=check_every)
+    assert len(calls) == (7 if check_every == 1 else 10)  # found at the next check
