@@ -1,8 +1,9 @@
 """The asynchronous controller's work per landed result (issue 14): a place that frees in
 the queue is filled at once from the candidates chosen ahead, with no refit and no search
 in between; the surrogate is refitted only once enough results landed (``AsyncState.ahead``:
-5% of the data, at least one result per live worker); candidates are chosen ahead while the
-queue is full, so the workers never wait on the controller's computation."""
+5% of the data, at least one result per live worker) and only when the queue is down to
+the places chosen ahead; candidates are chosen ahead while the queue is full, so the
+workers never wait on the controller's computation."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from optuna.trial import TrialState
 
 from evomp.evaluation import EvalResult
 from evomp.run import load_spec, open_run
@@ -92,6 +94,20 @@ def test_a_freed_place_is_filled_before_any_refit_or_search(
         assert not s.look(st, 0, queue.pending("short"), spare=2)
         assert (fit.calls, choose.calls, st.n_fit) == (2, 3, 32)
         assert st.reserve is not None and len(st.reserve[0]) == 3
+
+        # a deep queue (as in the initial design): a refit is due, but a model fitted now
+        # would be stale before it is needed; nothing is computed until the queue is down
+        # to the places chosen ahead
+        assert s.look(st, 3, queue.pending("short"), spare=2)  # the reserve queued
+        land()
+        land()
+        waiting = [t for t in queue.pending("short") if t.state == TrialState.WAITING]
+        assert len(waiting) == 3
+        assert not s.look(st, 0, queue.pending("short"), spare=2)
+        assert (fit.calls, choose.calls, st.n_fit) == (2, 3, 32)
+        land()
+        assert not s.look(st, 0, queue.pending("short"), spare=2)  # 2 waiting: refit
+        assert (fit.calls, choose.calls, st.n_fit) == (3, 4, 35)
     finally:
         ctx.close()
 
