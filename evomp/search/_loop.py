@@ -455,14 +455,15 @@ class Search:
         the results are read, the surrogate refitted when due (:meth:`refit_if_due`), and
         candidates chosen for the room, or ahead for the ``spare`` places that may free up
         while the next refit runs (the live workers); nothing is refitted while more than
-        ``spare`` trials wait (the initial design). Returns whether any was queued (the
+        twice ``spare`` trials wait (the initial design). Returns whether any was queued (the
         caller looks again)."""
         if room > 0 and st.reserve is not None and len(st.reserve[0]):
             return self._queue_reserve(st, room)
         waiting = sum(t.state == TrialState.WAITING for t in pending)
-        if room <= 0 and waiting > spare and st.model is not None:
+        if room <= 0 and waiting > 2 * spare and st.model is not None:
             return False  # a deep queue (the initial design): a model fitted now is stale
-            # before it is needed; refit once the queue is down to the places chosen ahead
+            # before it is needed; refit once it is down to two trials per live worker
+            # (time for a refit and a search before the workers reach the last ones)
         data = self.refit_if_due(st)
         if room > 0:
             return self.fill(st, room, data, pending)

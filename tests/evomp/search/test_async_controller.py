@@ -2,7 +2,7 @@
 the queue is filled at once from the candidates chosen ahead, with no refit and no search
 in between; the surrogate is refitted only once enough results landed (``AsyncState.ahead``:
 5% of the data, at least one result per live worker) and only when the queue is down to
-the places chosen ahead; candidates are chosen ahead while the queue is full, so the
+two trials per live worker; candidates are chosen ahead while the queue is full, so the
 workers never wait on the controller's computation."""
 
 from __future__ import annotations
@@ -97,16 +97,16 @@ def test_a_freed_place_is_filled_before_any_refit_or_search(
 
         # a deep queue (as in the initial design): a refit is due, but a model fitted now
         # would be stale before it is needed; nothing is computed until the queue is down
-        # to the places chosen ahead
+        # to two trials per live worker (here one)
         assert s.look(st, 3, queue.pending("short"), spare=2)  # the reserve queued
         land()
         land()
         waiting = [t for t in queue.pending("short") if t.state == TrialState.WAITING]
         assert len(waiting) == 3
-        assert not s.look(st, 0, queue.pending("short"), spare=2)
+        assert not s.look(st, 0, queue.pending("short"), spare=1)
         assert (fit.calls, choose.calls, st.n_fit) == (2, 3, 32)
         land()
-        assert not s.look(st, 0, queue.pending("short"), spare=2)  # 2 waiting: refit
+        assert not s.look(st, 0, queue.pending("short"), spare=1)  # 2 waiting: refit
         assert (fit.calls, choose.calls, st.n_fit) == (3, 4, 35)
     finally:
         ctx.close()
