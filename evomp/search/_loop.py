@@ -102,7 +102,8 @@ class AsyncState:
         round_: refits so far (a round in the logs).
         model: the surrogate of the last refit (None before the first).
         n_fit: how many results it was fitted on.
-        reserve: candidates chosen on it and not yet queued ``(proposals, mean, std)``.
+        reserve: candidates chosen ahead (on this model or the one before) and not yet
+            queued ``(proposals, mean, std)``.
         stuck: the engine proposed nothing new.
         every: the fewest results between two refits (the loop sets the live workers: a
             refit per result of each of them, not per result).
@@ -441,7 +442,6 @@ class Search:
             st.round_ += 1
             st.model = self._fit(X, y)
             st.n_fit = len(X)
-            st.reserve = None  # chosen on the old model
             self._log_landed(st.round_, len(X))
             self.run_dir.update_progress(round=st.round_, cpu_seconds=self.clock.seconds)
             self._prune_states()
@@ -453,9 +453,11 @@ class Search:
         places in the queue: a freed place is filled at once from the candidates chosen
         ahead (no refit or search between a worker's result and its next trial); otherwise
         the results are read, the surrogate refitted when due (:meth:`refit_if_due`), and
-        candidates chosen for the room, or ahead for the ``spare`` places that may free up
-        while the next refit runs (the live workers); nothing is refitted while more than
-        twice ``spare`` trials wait (the initial design). Returns whether any was queued (the
+        candidates chosen for the room, or ahead whenever fewer than ``spare`` (the live
+        workers: the places that may free up while a refit runs) are in reserve; a refit
+        keeps the reserve (chosen for the places until it, with the pending candidates
+        believed). Nothing is refitted while more than twice ``spare`` trials wait (the
+        initial design). Returns whether any was queued (the
         caller looks again)."""
         if room > 0 and st.reserve is not None and len(st.reserve[0]):
             return self._queue_reserve(st, room)
@@ -467,8 +469,9 @@ class Search:
         data = self.refit_if_due(st)
         if room > 0:
             return self.fill(st, room, data, pending)
-        if st.reserve is None or not len(st.reserve[0]):
-            self.fill(st, 0, data, pending, spare)  # queued when a place frees
+        if st.reserve is None or len(st.reserve[0]) < spare:
+            st.reserve = None  # chosen again, on the current model, for the next places
+            self.fill(st, 0, data, pending, spare)
         return False
 
     def fill(self, st: AsyncState, room: int,

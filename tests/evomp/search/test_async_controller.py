@@ -1,12 +1,14 @@
 """The asynchronous controller's work per landed result (issue 14): a place that frees in
 the queue is filled at once from the candidates chosen ahead, with no refit and no search
-in between; the surrogate is refitted only once enough results landed (``AsyncState.ahead``:
-5% of the data, at least one result per live worker) and only when the queue is down to
-two trials per live worker; candidates are chosen ahead while the queue is full, so the
-workers never wait on the controller's computation."""
+in between; candidates are chosen ahead while the queue is full, whenever fewer than one
+per live worker are in reserve; the surrogate is refitted only once enough results landed
+(``AsyncState.ahead``: 5% of the data, at least one result per live worker), and not while
+the queue is deep (the initial design), so the workers never wait on the controller."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,17 +16,11 @@ import numpy as np
 import pytest
 from optuna.trial import TrialState
 
+from evomp.engines import Proposals
 from evomp.evaluation import EvalResult
 from evomp.run import load_spec, open_run
 from evomp.search import AsyncState, Search, SearchOptions, build_parts
 from evomp.space import genome_hash, genome_to_hex
-
-
-def _synthetic_accuracy(costs: dict[str, np.ndarray], rng: np.random.Generator,
-                        top: float) -> np.ndarray:
-    """Higher accuracy for more memory, with noise: a front to search for."""
-    m = costs["memory_bytes"]
-    return np.clip(0.3 + 0.6 * m / top + 0.05 * rng.random(len(m)), 0.0, 1.0)
 
 
 class _Counting:
@@ -38,8 +34,46 @@ class _Counting:
         return self.fn(*a, **kw)
 
 
-def test_a_freed_place_is_filled_before_any_refit_or_search(
-        tiny_runs: Any, tiny_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@dataclass
+class _Controller:
+    search: Search
+    parts: Any
+    fit: _Counting
+    choose: _Counting
+    rng: np.random.Generator
+    top: float
+
+    def accuracy(self, G: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Synthetic: more memory, more accuracy, with noise (a front to search for)."""
+        c = self.parts.objectives.costs(G)
+        acc = 0.3 + 0.6 * c["memory_bytes"] / self.top + 0.05 * self.rng.random(len(G))
+        return np.clip(acc, 0.0, 1.0), c
+
+    def land(self) -> None:
+        """A worker's part: take the oldest queued candidate, tell a result."""
+        task = self.parts.queue.take(("short",))
+        assert task is not None, "the controller left the queue empty"
+        a, c = self.accuracy(task.genome[None])
+        self.parts.queue.tell(task, EvalResult(genome_hash(task.genome), "short", float(a[0]),
+                                               0.1, seconds=1.0),
+                              {k: float(v[0]) for k, v in c.items()})
+
+    def pending(self) -> list[Any]:
+        return self.parts.queue.pending("short")
+
+    def waiting(self) -> int:
+        return sum(t.state == TrialState.WAITING for t in self.pending())
+
+    @property
+    def calls(self) -> tuple[int, int]:
+        return self.fit.calls, self.choose.calls
+
+
+@pytest.fixture
+def controller(tiny_runs: Any, tiny_tmp: Path,
+               monkeypatch: pytest.MonkeyPatch) -> Iterator[_Controller]:
+    """An asynchronous controller on the tiny spec with 30 synthetic results in its study;
+    its fits and searches are counted."""
     spec = tiny_runs.spec(tiny_tmp, "ctl.toml", name="ctl", budget=200)
     ctx = open_run(load_spec(spec), tiny_runs.out(tiny_tmp, "ctl"), 1)
     try:
@@ -48,68 +82,73 @@ def test_a_freed_place_is_filled_before_any_refit_or_search(
         rng = np.random.default_rng(0)
         G = ctx.space.random(30, rng)
         top = float(parts.objectives.costs(G)["memory_bytes"].max())
-        acc = _synthetic_accuracy(parts.objectives.costs(G), rng, top)
-        for g, a in zip(G, acc):
-            costs = {k: float(v[0]) for k, v in parts.objectives.costs(g[None]).items()}
-            parts.store.record(g, EvalResult(genome_hash(g), "short", float(a), 0.1,
-                                             seconds=1.0), costs, round_=0, source="synthetic")
-        fit, choose = _Counting(s._fit), _Counting(s._choose)
-        monkeypatch.setattr(s, "_fit", fit)
-        monkeypatch.setattr(s, "_choose", choose)
-        queue = parts.queue
-
-        def land() -> None:
-            """A worker's part: take the oldest queued candidate, tell a result."""
-            task = queue.take(("short",))
-            assert task is not None, "the controller left the queue empty"
-            c = parts.objectives.costs(task.genome[None])
-            a = _synthetic_accuracy(c, rng, top)
-            queue.tell(task, EvalResult(genome_hash(task.genome), "short", float(a[0]), 0.1,
-                                        seconds=1.0), {k: float(v[0]) for k, v in c.items()})
-
-        st = AsyncState(0, every=2)  # two live workers
-        # the first look: a fit and a search for the room and the places that free next
-        assert s.look(st, 2, [], spare=2)
-        assert (fit.calls, choose.calls, st.n_fit) == (1, 1, 30)
-        assert len(queue.pending("short")) == 2
-        assert st.reserve is not None and len(st.reserve[0]) == 2 + st.ahead - 1 - 2 == 1
-        kept = genome_to_hex(st.reserve[0].genomes[0])
-        assert not s.look(st, 0, queue.pending("short"), spare=2)  # full, nothing due
-        assert (fit.calls, choose.calls) == (1, 1)
-
-        land()  # one result: its place is refilled from the reserve, nothing computed
-        assert s.look(st, 1, queue.pending("short"), spare=2)
-        assert (fit.calls, choose.calls) == (1, 1)
-        assert queue.pending("short")[-1].user_attrs["genome"] == kept
-        # the queue is full again, one result since the fit (below one per live worker):
-        # no refit, but a search on the current model for the places that free next
-        assert not s.look(st, 0, queue.pending("short"), spare=2)
-        assert (fit.calls, choose.calls) == (1, 2)
-        assert st.reserve is not None and len(st.reserve[0]) == 3
-
-        land()
-        assert s.look(st, 1, queue.pending("short"), spare=2)  # from the reserve again
-        assert (fit.calls, choose.calls) == (1, 2)
-        # two results since the fit: now it refits, and chooses ahead on the new model
-        assert not s.look(st, 0, queue.pending("short"), spare=2)
-        assert (fit.calls, choose.calls, st.n_fit) == (2, 3, 32)
-        assert st.reserve is not None and len(st.reserve[0]) == 3
-
-        # a deep queue (as in the initial design): a refit is due, but a model fitted now
-        # would be stale before it is needed; nothing is computed until the queue is down
-        # to two trials per live worker (here one)
-        assert s.look(st, 3, queue.pending("short"), spare=2)  # the reserve queued
-        land()
-        land()
-        waiting = [t for t in queue.pending("short") if t.state == TrialState.WAITING]
-        assert len(waiting) == 3
-        assert not s.look(st, 0, queue.pending("short"), spare=1)
-        assert (fit.calls, choose.calls, st.n_fit) == (2, 3, 32)
-        land()
-        assert not s.look(st, 0, queue.pending("short"), spare=1)  # 2 waiting: refit
-        assert (fit.calls, choose.calls, st.n_fit) == (3, 4, 35)
+        c = _Controller(s, parts, _Counting(s._fit), _Counting(s._choose), rng, top)
+        acc, costs = c.accuracy(G)
+        for i, g in enumerate(G):
+            parts.store.record(g, EvalResult(genome_hash(g), "short", float(acc[i]), 0.1,
+                                             seconds=1.0),
+                               {k: float(v[i]) for k, v in costs.items()}, round_=0,
+                               source="synthetic")
+        monkeypatch.setattr(s, "_fit", c.fit)
+        monkeypatch.setattr(s, "_choose", c.choose)
+        yield c
     finally:
         ctx.close()
+
+
+def test_a_freed_place_is_filled_before_any_refit_or_search(controller: _Controller) -> None:
+    c, s = controller, controller.search
+    st = AsyncState(0, every=2)  # two live workers
+    # the first look: a fit and a search for the room and the places that free next
+    assert s.look(st, 2, [], spare=2)
+    assert c.calls == (1, 1) and st.n_fit == 30
+    assert len(c.pending()) == 2
+    assert st.reserve is not None and len(st.reserve[0]) == 2 + st.ahead - 1 - 2 == 1
+    kept = genome_to_hex(st.reserve[0].genomes[0])
+    # the queue is full, one in reserve (below one per live worker): chosen ahead again
+    assert not s.look(st, 0, c.pending(), spare=2)
+    assert c.calls == (1, 2)
+    assert st.reserve is not None and len(st.reserve[0]) == 3
+    assert kept not in {genome_to_hex(g) for g in st.reserve[0].genomes}  # not twice
+    ahead = [genome_to_hex(g) for g in st.reserve[0].genomes]
+
+    c.land()  # one result: its place is refilled from the reserve, nothing computed
+    assert s.look(st, 1, c.pending(), spare=2)
+    assert c.calls == (1, 2)
+    assert c.pending()[-1].user_attrs["genome"] == ahead[0]
+    # full again, two in reserve, one result since the fit: nothing to do
+    assert not s.look(st, 0, c.pending(), spare=2)
+    assert c.calls == (1, 2)
+
+    c.land()
+    assert s.look(st, 1, c.pending(), spare=2)  # from the reserve again
+    assert c.calls == (1, 2) and c.pending()[-1].user_attrs["genome"] == ahead[1]
+    # two results since the fit (one per live worker): a refit; one left in reserve, so
+    # candidates are chosen ahead on the new model
+    assert not s.look(st, 0, c.pending(), spare=2)
+    assert c.calls == (2, 3) and st.n_fit == 32
+    assert st.reserve is not None and len(st.reserve[0]) == 3
+
+
+def test_no_refit_while_the_queue_is_deep(controller: _Controller) -> None:
+    c, s = controller, controller.search
+    st = AsyncState(0, every=2)
+    assert not s.look(st, 0, [], spare=2)  # the first model, candidates chosen ahead
+    assert c.calls == (1, 1)
+    # as in the initial design: many queued trials, results land, a refit is due, but a
+    # model fitted now would be stale before it is needed
+    G = c.search.ctx.space.random(8, c.rng)
+    c.parts.queue.enqueue(Proposals(G), "short", round_=0, source="initial")
+    c.land()
+    c.land()
+    assert c.waiting() == 6 > 2 * 2 and len(c.pending()) == 6
+    assert not s.look(st, 0, c.pending(), spare=2)
+    assert c.calls == (1, 1) and st.n_fit == 30
+    c.land()
+    c.land()
+    assert c.waiting() == 4  # down to two per live worker: now it refits
+    assert not s.look(st, 0, c.pending(), spare=2)
+    assert c.fit.calls == 2 and st.n_fit == 34
 
 
 def test_the_refit_spacing_grows_with_the_data() -> None:
