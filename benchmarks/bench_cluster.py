@@ -18,7 +18,8 @@ overhead as the study grows.
 
 Prints tables and writes benchmarks/results/bench_cluster.json. Measures; asserts nothing.
 Usage: python benchmarks/bench_cluster.py [--spec runs/demo.toml] [--budget 24]
-       [--skip-throughput] [--jobs 1,2] [--skip-storage] [--sizes 100,1000,10000]
+       [--skip-throughput] [--jobs 1,2] [--skip-storage] [--skip-controller]
+       [--sizes 100,1000,10000]
        [--evals 50,200,1000] [--json bench_cluster.json]
 """
 
@@ -273,6 +274,7 @@ def main() -> None:
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--jobs", default="1,2", help="local worker counts for the throughput")
     ap.add_argument("--skip-storage", action="store_true")
+    ap.add_argument("--skip-controller", action="store_true")
     ap.add_argument("--sizes", default="100,1000,10000")
     ap.add_argument("--evals", default="50,200,1000")
     ap.add_argument("--out", default="runs/.bench-cluster")
@@ -292,7 +294,9 @@ def main() -> None:
         with database() as (url, kind):
             res["storage_backend"] = kind
             res["storage"] = storage_overhead(url, [int(x) for x in a.sizes.split(",")])
-    res["controller"] = controller_overhead(a.spec, [int(x) for x in a.evals.split(",")], out)
+    if not a.skip_controller:
+        res["controller"] = controller_overhead(a.spec, [int(x) for x in a.evals.split(",")],
+                                                out)
     res["load_after"] = os.getloadavg()
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / a.json).write_text(json.dumps(res, indent=1))
@@ -305,7 +309,7 @@ def main() -> None:
     for r in res.get("storage", []):
         print(f"| storage per trial at {r['trials_in_study']} trials (synthetic) | "
               f"{r['ms_per_trial_median']:.1f} ms |")
-    for r in res["controller"]:
+    for r in res.get("controller", []):
         print(f"| controller per result at {r['evaluations']} evaluations (synthetic) | "
               f"mean {r['s_per_result_mean']:.2f} s, median {r['s_per_result_median']:.3f} s |")
     print(f"wrote {RESULTS / a.json}")
