@@ -457,8 +457,7 @@ class Search:
         workers: the places that may free up while a refit runs) are in reserve; a refit
         keeps the reserve (chosen for the places until it, with the pending candidates
         believed). Nothing is refitted while more than twice ``spare`` trials wait (the
-        initial design). Returns whether any was queued (the
-        caller looks again)."""
+        initial design). Returns whether any was queued (the caller looks again)."""
         if room > 0 and st.reserve is not None and len(st.reserve[0]):
             return self._queue_reserve(st, room)
         waiting = sum(t.state == TrialState.WAITING for t in pending)
