@@ -19,8 +19,7 @@ overhead as the study grows.
 Prints tables and writes benchmarks/results/bench_cluster.json. Measures; asserts nothing.
 Usage: python benchmarks/bench_cluster.py [--spec runs/demo.toml] [--budget 24]
        [--skip-throughput] [--jobs 1,2] [--skip-storage] [--skip-controller]
-       [--sizes 100,1000,10000]
-       [--evals 50,200,1000] [--json bench_cluster.json]
+       [--sizes 100,1000,10000] [--evals 50,200,1000] [--json bench_cluster.json]
 """
 
 from __future__ import annotations
@@ -60,7 +59,7 @@ from evomp.search import (
     build_parts,
     open_queue_storage,
 )
-from evomp.space import genome_to_hex
+from evomp.space import genome_hash, genome_to_hex
 
 RESULTS = Path("benchmarks/results")
 
@@ -229,7 +228,7 @@ def controller_overhead(spec_path: str, evals: list[int], out: Path, landed: int
         G = ctx.space.random(n, rng)
         acc, costs = _synthetic_results(parts, G, rng)
         for i in range(n):
-            parts.store.record(G[i], EvalResult(f"h{n}-{i}", "short", float(acc[i]), 0.1,
+            parts.store.record(G[i], EvalResult(genome_hash(G[i]), "short", float(acc[i]), 0.1,
                                                 seconds=1.0),
                                {k: float(v[i]) for k, v in costs.items()}, round_=1,
                                source="synthetic")
@@ -239,12 +238,12 @@ def controller_overhead(spec_path: str, evals: list[int], out: Path, landed: int
         s.look(st, 0, parts.queue.pending("short"))
         first = time.perf_counter() - t0
         times, refits = [], 0
-        for i in range(landed):
+        for _ in range(landed):
             task = parts.queue.take(("short",))
             assert task is not None, "the controller left its queue empty"
             a, c = _synthetic_results(parts, task.genome[None], rng)
-            parts.queue.tell(task, EvalResult(f"l{n}-{i}", "short", float(a[0]), 0.1,
-                                              seconds=1.0),
+            parts.queue.tell(task, EvalResult(genome_hash(task.genome), "short", float(a[0]),
+                                              0.1, seconds=1.0),
                              {k: float(v[0]) for k, v in c.items()})
             t0 = time.perf_counter()
             before = st.n_fit

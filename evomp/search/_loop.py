@@ -416,7 +416,7 @@ class Search:
             live = self.queue.live_workers() + (1 if self.jobs == 1 else 0)
             room = min(2 * max(1, live) - len(pending), self.budget - n_done - len(pending))
             st.every = max(1, live)
-            if self.look(st, room, pending, spare=st.every):
+            if self.look(st, room, pending):
                 continue
             if self.jobs == 1:
                 task = self.queue.take(("short",))
@@ -447,39 +447,38 @@ class Search:
             self._prune_states()
         return X, y, recs
 
-    def look(self, st: AsyncState, room: int, pending: list[FrozenTrial], spare: int = 1
-             ) -> bool:
+    def look(self, st: AsyncState, room: int, pending: list[FrozenTrial]) -> bool:
         """Asynchronous mode, one look of the controller at the study, with ``room`` free
         places in the queue: a freed place is filled at once from the candidates chosen
         ahead (no refit or search between a worker's result and its next trial); otherwise
         the results are read, the surrogate refitted when due (:meth:`refit_if_due`), and
-        candidates chosen for the room, or ahead whenever fewer than ``spare`` (the live
+        candidates chosen for the room, or ahead whenever fewer than ``st.every`` (the live
         workers: the places that may free up while a refit runs) are in reserve; a refit
         keeps the reserve (chosen for the places until it, with the pending candidates
-        believed). Nothing is refitted while more than twice ``spare`` trials wait (the
+        believed). Nothing is refitted while more than twice ``st.every`` trials wait (the
         initial design). Returns whether any was queued (the caller looks again)."""
         if room > 0 and st.reserve is not None and len(st.reserve[0]):
             return self._queue_reserve(st, room)
         waiting = sum(t.state == TrialState.WAITING for t in pending)
-        if room <= 0 and waiting > 2 * spare and st.model is not None:
+        if room <= 0 and waiting > 2 * st.every and st.model is not None:
             return False  # a deep queue (the initial design): a model fitted now is stale
             # before it is needed; refit once it is down to two trials per live worker
             # (time for a refit and a search before the workers reach the last ones)
         data = self.refit_if_due(st)
         if room > 0:
             return self.fill(st, room, data, pending)
-        if st.reserve is None or len(st.reserve[0]) < spare:
+        if st.reserve is None or len(st.reserve[0]) < st.every:
             st.reserve = None  # chosen again, on the current model, for the next places
-            self.fill(st, 0, data, pending, spare)
+            self.fill(st, 0, data, pending)
         return False
 
     def fill(self, st: AsyncState, room: int,
              data: tuple[np.ndarray, np.ndarray, list[Record]],
-             pending: list[FrozenTrial], spare: int = 1) -> bool:
+             pending: list[FrozenTrial]) -> bool:
         """Asynchronous mode: queue up to ``room`` candidates (0: only choose ahead). A
         search and selection runs only when the candidates chosen at the last one are used
-        up, and chooses enough for the room (at least ``spare``) and every place that frees
-        up before the next refit. Returns whether any was queued."""
+        up, and chooses enough for the room (at least ``st.every``, the live workers) and
+        every place that frees up before the next refit. Returns whether any was queued."""
         if st.model is None or st.stuck:
             return False
         X, y, recs = data
@@ -488,7 +487,7 @@ class Search:
             if left <= 0:
                 return False
             st.reserve = self._choose(st.round_, st.model, X, y, recs,
-                                      min(max(room, spare) + st.ahead - 1, left), pending)
+                                      min(max(room, st.every) + st.ahead - 1, left), pending)
         if st.reserve is None:
             st.stuck = True
             self._say("the engine proposed nothing new; finishing what is queued")

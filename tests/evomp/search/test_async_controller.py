@@ -100,32 +100,32 @@ def test_a_freed_place_is_filled_before_any_refit_or_search(controller: _Control
     c, s = controller, controller.search
     st = AsyncState(0, every=2)  # two live workers
     # the first look: a fit and a search for the room and the places that free next
-    assert s.look(st, 2, [], spare=2)
+    assert s.look(st, 2, [])
     assert c.calls == (1, 1) and st.n_fit == 30
     assert len(c.pending()) == 2
     assert st.reserve is not None and len(st.reserve[0]) == 2 + st.ahead - 1 - 2 == 1
     kept = genome_to_hex(st.reserve[0].genomes[0])
     # the queue is full, one in reserve (below one per live worker): chosen ahead again
-    assert not s.look(st, 0, c.pending(), spare=2)
+    assert not s.look(st, 0, c.pending())
     assert c.calls == (1, 2)
     assert st.reserve is not None and len(st.reserve[0]) == 3
     assert kept not in {genome_to_hex(g) for g in st.reserve[0].genomes}  # not twice
     ahead = [genome_to_hex(g) for g in st.reserve[0].genomes]
 
     c.land()  # one result: its place is refilled from the reserve, nothing computed
-    assert s.look(st, 1, c.pending(), spare=2)
+    assert s.look(st, 1, c.pending())
     assert c.calls == (1, 2)
     assert c.pending()[-1].user_attrs["genome"] == ahead[0]
     # full again, two in reserve, one result since the fit: nothing to do
-    assert not s.look(st, 0, c.pending(), spare=2)
+    assert not s.look(st, 0, c.pending())
     assert c.calls == (1, 2)
 
     c.land()
-    assert s.look(st, 1, c.pending(), spare=2)  # from the reserve again
+    assert s.look(st, 1, c.pending())  # from the reserve again
     assert c.calls == (1, 2) and c.pending()[-1].user_attrs["genome"] == ahead[1]
     # two results since the fit (one per live worker): a refit; one left in reserve, so
     # candidates are chosen ahead on the new model
-    assert not s.look(st, 0, c.pending(), spare=2)
+    assert not s.look(st, 0, c.pending())
     assert c.calls == (2, 3) and st.n_fit == 32
     assert st.reserve is not None and len(st.reserve[0]) == 3
 
@@ -133,7 +133,7 @@ def test_a_freed_place_is_filled_before_any_refit_or_search(controller: _Control
 def test_no_refit_while_the_queue_is_deep(controller: _Controller) -> None:
     c, s = controller, controller.search
     st = AsyncState(0, every=2)
-    assert not s.look(st, 0, [], spare=2)  # the first model, candidates chosen ahead
+    assert not s.look(st, 0, [])  # the first model, candidates chosen ahead
     assert c.calls == (1, 1)
     # as in the initial design: many queued trials, results land, a refit is due, but a
     # model fitted now would be stale before it is needed
@@ -142,12 +142,12 @@ def test_no_refit_while_the_queue_is_deep(controller: _Controller) -> None:
     c.land()
     c.land()
     assert c.waiting() == 6 > 2 * 2 and len(c.pending()) == 6
-    assert not s.look(st, 0, c.pending(), spare=2)
+    assert not s.look(st, 0, c.pending())
     assert c.calls == (1, 1) and st.n_fit == 30
     c.land()
     c.land()
     assert c.waiting() == 4  # down to two per live worker: now it refits
-    assert not s.look(st, 0, c.pending(), spare=2)
+    assert not s.look(st, 0, c.pending())
     assert c.fit.calls == 2 and st.n_fit == 34
 
 
