@@ -5,7 +5,9 @@ Each (setting, seed) is one run directory grown in stages: ``evomp run`` with th
 budget (it verifies its front), then the same command with the next budget (a resume: it
 trains only the new evaluations and the final QATs of new front members), and so on. After
 every stage the run's own CPU clock (``progress.json``: pretraining, profile, every short
-and final QAT, the controller) and the hypervolume of its verified front are read. The
+and final QAT, the controller), the hypervolume of its verified front and the pooled
+out-of-sample Kendall tau of its round candidates (``surrogate_quality.csv``: overall and
+within 5 points of the best accuracy) are read. The
 hypervolume is that of (1 - test accuracy, memory_bytes) with the reference point (1.0,
 the 8-bit uniform memory of the demo model, 54512 bytes), normalised by that memory.
 
@@ -16,13 +18,14 @@ three times as many candidates by post-training accuracy, BatchNorm re-estimated
 trains the best third), ``screen2`` = ``["ptq", "tiny"]`` (two rungs: PTQ, then a very
 short QAT), ``async`` = ``search.mode = "async"`` (the cluster mode: local workers take
 queued trials, the controller refits as results land, against the synchronous rounds of
-the demo's default).
+the demo's default), ``short150`` / ``short100`` = ``qat.steps = 150`` / ``100`` (a shorter
+short QAT per evaluation; the final QAT still trains ``final_steps`` in all).
 
 Prints a table and writes benchmarks/results/bench_budget.json (``--json``: another name
 there); run directories go to benchmarks/results/.budget/ (relative paths only). Measures;
 asserts nothing.
 Usage: python benchmarks/bench_budget.py [--seeds 0 1 2] [--budgets 20 30 40]
-       [--settings float reuse screen screen2 async] [--jobs 2] [--json NAME.json]
+       [--settings float reuse screen screen2 async short150 short100] [--jobs 2] [--json NAME.json]
 """
 
 from __future__ import annotations
@@ -44,13 +47,15 @@ from evomp.objectives import hypervolume_2d
 RESULTS = Path("benchmarks") / "results"
 WORK = Path("benchmarks") / "results" / ".budget"
 REF_MEMORY = 54512.0  # the demo model's uniform 8-bit memory
-#: setting -> (spec table, line added to it); None: the spec as it is
-SETTINGS: dict[str, tuple[str, str] | None] = {
-    "float": ("qat", 'final_from = "float"'),
+#: setting -> (spec table, key, TOML value) set in the spec; None: the spec as it is
+SETTINGS: dict[str, tuple[str, str, str] | None] = {
+    "float": ("qat", "final_from", '"float"'),
     "reuse": None,
-    "screen": ("search", 'screen = ["ptq"]'),
-    "screen2": ("search", 'screen = ["ptq", "tiny"]'),
-    "async": ("search", 'mode = "async"'),
+    "screen": ("search", "screen", '["ptq"]'),
+    "screen2": ("search", "screen", '["ptq", "tiny"]'),
+    "async": ("search", "mode", '"async"'),
+    "short150": ("qat", "steps", "150"),
+    "short100": ("qat", "steps", "100"),
 }
 
 
@@ -58,8 +63,17 @@ def _spec(base: str, setting: str, seed: int) -> Path:
     text = re.sub(r"^seed = \d+", f"seed = {seed}", base, flags=re.M)
     extra = SETTINGS[setting]
     if extra:
-        table, line = extra
-        text = re.sub(rf"^\[{table}\]\n", f"[{table}]\n{line}\n", text, count=1, flags=re.M)
+        table, key, value = extra
+        start = re.search(rf"^\[{table}\]\n", text, flags=re.M)
+        if start is None:
+            raise SystemExit(f"{setting}: the spec has no [{table}] table")
+        end = re.search(r"^\[", text[start.end():], flags=re.M)
+        stop = start.end() + (end.start() if end else len(text) - start.end())
+        body, n = re.subn(rf"^{key} = [^#\n]*", f"{key} = {value} ", text[start.end():stop],
+                          count=1, flags=re.M)
+        if n == 0:
+            body = f"{key} = {value}\n" + body
+        text = text[:start.end()] + body + text[stop:]
     p = WORK / f"{setting}-s{seed}.toml"
     p.write_text(text)
     return p
@@ -69,6 +83,15 @@ def _hv(run_dir: Path) -> tuple[float, int]:
     rows = list(csv.DictReader(open(run_dir / "front.csv")))
     F = [[1 - float(r["test_accuracy"]), float(r["memory_bytes"])] for r in rows]
     return hypervolume_2d(F, [1.0, REF_MEMORY]) / REF_MEMORY, len(rows)
+
+
+def _pooled_tau(run_dir: Path) -> dict[str, float]:
+    """The run's pooled out-of-sample rank quality so far (surrogate_quality.csv's last row:
+    every round candidate, predicted before it was trained, against its measurement)."""
+    path = run_dir / "surrogate_quality.csv"
+    rows = list(csv.DictReader(open(path))) if path.is_file() else []
+    last = rows[-1] if rows else {}
+    return {k: float(last.get(k) or "nan") for k in ("pooled_tau", "pooled_tau_top")}
 
 
 def main() -> None:
@@ -102,21 +125,24 @@ def main() -> None:
                 hv, n = _hv(out)
                 row = {"setting": setting, "seed": seed, "budget": budget,
                        "cpu_seconds": cpu, "hypervolume": hv, "front": n,
-                       "wall_seconds": time.perf_counter() - t0}
+                       "wall_seconds": time.perf_counter() - t0, **_pooled_tau(out)}
                 rows.append(row)
                 print(f"{setting:<6} seed {seed} budget {budget:>3}: {cpu:7.1f} CPU-s  "
-                      f"HV {hv:.4f} ({n} members)", flush=True)
+                      f"HV {hv:.4f} ({n} members)  pooled tau {row['pooled_tau']:.3f} "
+                      f"(top {row['pooled_tau_top']:.3f})", flush=True)
     print(f"\nmedian over seeds {args.seeds} (CPU seconds are cumulative per run directory)")
-    print(f"{'setting':<8} {'budget':>6} {'CPU-s':>8} {'HV':>7}")
+    print(f"{'setting':<8} {'budget':>6} {'CPU-s':>8} {'HV':>7} {'tau':>6}")
     summary = []
     for setting in args.settings:
         for budget in args.budgets:
             rs = [r for r in rows if r["setting"] == setting and r["budget"] == budget]
             s = {"setting": setting, "budget": budget,
                  "cpu_seconds": statistics.median(r["cpu_seconds"] for r in rs),
-                 "hypervolume": statistics.median(r["hypervolume"] for r in rs)}
+                 "hypervolume": statistics.median(r["hypervolume"] for r in rs),
+                 "pooled_tau": statistics.median(r["pooled_tau"] for r in rs)}
             summary.append(s)
-            print(f"{setting:<8} {budget:>6} {s['cpu_seconds']:>8.1f} {s['hypervolume']:>7.4f}")
+            print(f"{setting:<8} {budget:>6} {s['cpu_seconds']:>8.1f} {s['hypervolume']:>7.4f} "
+                  f"{s['pooled_tau']:>6.3f}")
     load1 = os.getloadavg()
     print(f"load average before {load0[0]:.2f}, after {load1[0]:.2f}")
     out_json.parent.mkdir(parents=True, exist_ok=True)

@@ -166,6 +166,10 @@ class Search:
         self.queue = parts.queue
         mode = opts.mode or self.s.mode
         self.mode = mode if mode != "auto" else ("async" if parts.storage_url else "rounds")
+        # rounds with one job evaluate in this process (deterministic, no worker to start);
+        # asynchronous mode always has worker processes, so the controller's refits and
+        # searches overlap an evaluation instead of idling its only evaluator
+        self._evaluates_here = self.jobs == 1 and self.scheduler is None and self.mode == "rounds"
         self.artifacts = Path(opts.artifacts) if opts.artifacts else self.run_dir.path / "artifacts"
         self.poll_s = 0.2
         self._started: LocalWorkers | DaskWorkers | None = None
@@ -229,7 +233,7 @@ class Search:
                 bar = tqdm(total=len(pending), desc=f"{fidelity} evaluations", leave=False)
             # screening trials are tens of milliseconds: the controller evaluates them
             # itself rather than wait for a worker to be free
-            if (self.jobs == 1 or fidelity in self.s.screen) and not late:
+            if (self._evaluates_here or fidelity in self.s.screen) and not late:
                 task = self.queue.take((fidelity,))
                 if task is not None:
                     self._evaluate_here(task)
@@ -246,7 +250,7 @@ class Search:
 
     def _nudge(self) -> None:
         """Say once a minute when candidates wait and no worker is alive."""
-        if self.jobs == 1 or time.time() - self._nudged < 60:
+        if self._evaluates_here or time.time() - self._nudged < 60:
             return
         if self._nudged and self.queue.live_workers() == 0:
             self._say(f"{len(self.queue.pending())} candidates wait in study "
@@ -369,9 +373,9 @@ class Search:
 
     def _workers(self) -> contextlib.AbstractContextManager[Any]:
         """The worker processes this controller starts: ``jobs`` local ones (or on the
-        dask cluster); none for ``jobs <= 1`` (the controller evaluates) or ``jobs = 0``
-        (only external workers evaluate)."""
-        if self.jobs <= 1 and self.scheduler is None:
+        dask cluster); none for ``jobs = 0`` (only external workers evaluate) or for one job
+        in rounds mode (the controller evaluates)."""
+        if self.scheduler is None and (self.jobs == 0 or self._evaluates_here):
             return contextlib.nullcontext()
         threads = threads_per_worker(max(1, self.jobs))
         args = (self.run_dir.path, self.queue.study.study_name, threads,
@@ -413,16 +417,11 @@ class Search:
             pending = self.queue.pending("short")
             if n_done >= self.budget or self._past_deadline() or (st.stuck and not pending):
                 break
-            live = self.queue.live_workers() + (1 if self.jobs == 1 else 0)
+            live = self.queue.live_workers()
             room = min(2 * max(1, live) - len(pending), self.budget - n_done - len(pending))
             st.every = max(1, live)
             if self.look(st, room, pending):
                 continue
-            if self.jobs == 1:
-                task = self.queue.take(("short",))
-                if task is not None:
-                    self._evaluate_here(task)
-                    continue
             if not pending and st.model is None and n_done < 3:
                 raise EvompError(self._too_few(n_done))
             self._nudge()

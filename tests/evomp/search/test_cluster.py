@@ -152,6 +152,23 @@ def test_local_workers_share_the_journal_and_match_rounds(tiny_runs: Any, tiny_t
     _check_complete(study, 6, b)
 
 
+def test_one_job_in_async_mode_evaluates_in_a_worker_process(tiny_runs: Any, tiny_tmp: Path
+                                                              ) -> None:
+    """``--jobs 1 --mode async``: one 'evomp worker' process evaluates every trial, so the
+    controller's refits overlap its evaluations (in rounds mode the controller evaluates)."""
+    spec = tiny_runs.spec(tiny_tmp, budget=5, initial=4, per_round=2, final_max=1)
+    b = tiny_runs.out(tiny_tmp, "b")
+    assert main(["run", str(spec), "--out", str(b), "--quiet", "--no-reference",
+                 "--jobs", "1", "--mode", "async"]) == 0
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    study = optuna.load_study(study_name="tiny", storage=JournalStorage(
+        JournalFileBackend(str(b / "study.journal"))))
+    who = {t.user_attrs["worker"] for t in _results(study)}
+    assert len(who) == 1 and str(os.getpid()) not in {w.rpartition(":")[2] for w in who}
+    _check_complete(study, 5, b)
+
+
 def test_a_worker_with_other_float_weights_refuses(tiny_runs: Any, tiny_tmp: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     import torch
