@@ -17,8 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", help="Optuna sampler: nsga2, nsga3, tpe, gp")
     p.add_argument("--storage", help="Optuna storage URL (default: a journal file in the run dir)")
     p.add_argument("--budget", type=int, help="number of true (short-QAT) evaluations")
-    p.add_argument("--jobs", type=int, help="local worker processes (1: this process "
-                   "evaluates; 0: only external 'evomp worker' processes evaluate)")
+    p.add_argument("--jobs", type=int, help="local worker processes (1 in rounds mode: this "
+                   "process evaluates; 0: only external 'evomp worker' processes evaluate)")
     p.add_argument("--mode", choices=["auto", "rounds", "async"],
                    help="synchronous rounds (deterministic) or asynchronous (the queue kept "
                    "full); auto: async with --storage, rounds otherwise")
