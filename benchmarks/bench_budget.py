@@ -26,6 +26,10 @@ there); run directories go to benchmarks/results/.budget/ (relative paths only).
 asserts nothing.
 Usage: python benchmarks/bench_budget.py [--seeds 0 1 2] [--budgets 20 30 40]
        [--settings float reuse screen screen2 async short150 short100] [--jobs 2] [--json NAME.json]
+       [--fresh]
+`make demo` side by side with the protocol before reuse (each pretrains, one run):
+       python benchmarks/bench_budget.py --seeds 0 --budgets 40 --settings float reuse \
+           --fresh --json bench_demo.json
 """
 
 from __future__ import annotations
@@ -102,6 +106,10 @@ def main() -> None:
     ap.add_argument("--settings", nargs="+", default=["reuse", "screen"], choices=list(SETTINGS))
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--json", default="bench_budget.json", help="file in benchmarks/results")
+    ap.add_argument("--fresh", action="store_true",
+                    help="each run directory pretrains its own float model (no float cache "
+                         "shared between settings): with one budget and seed 0, `make demo` "
+                         "per setting, wall clock included")
     args = ap.parse_args()
     out_json = RESULTS / args.json
     base = Path(args.spec).read_text()
@@ -112,7 +120,7 @@ def main() -> None:
     for seed in args.seeds:
         for setting in args.settings:
             spec = _spec(base, setting, seed)
-            out = WORK / spec.stem
+            out = WORK / spec.stem / "run" if args.fresh else WORK / spec.stem
             for budget in args.budgets:
                 t0 = time.perf_counter()
                 r = subprocess.run([sys.executable, "-m", "evomp", "run", str(spec), "--out",
@@ -147,6 +155,7 @@ def main() -> None:
     print(f"load average before {load0[0]:.2f}, after {load1[0]:.2f}")
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps({"rows": rows, "summary": summary, "jobs": args.jobs,
+                                    "fresh": args.fresh,
                                "load_before": load0[0], "load_after": load1[0]}, indent=1))
     print(f"wrote {out_json}")
 

@@ -44,7 +44,7 @@ from sklearn.pipeline import make_pipeline
 
 import surrogates as S
 from evomp.objectives import hypervolume_2d
-from evomp.search import load_run_study
+from evomp.run import load_run_study
 from evomp.space import genome_from_hex
 from hwmodels import LayerTable
 
@@ -137,6 +137,8 @@ MODELS: dict[str, Factory] = {
     "boosting": _pipe(lambda s: S.BoostingSurrogate(random_state=s)),
     "boosting_oldfeat": _pipe(lambda s: S.BoostingSurrogate(random_state=s), **OLD),
     "hawq": _pipe(lambda s: S.HawqProxy()),
+    # model averaging instead of the cross-validated choice
+    "ensemble": _pipe(lambda s: S.EnsembleSurrogate(random_state=s)),
 }
 
 

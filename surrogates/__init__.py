@@ -21,6 +21,7 @@ from surrogates._features import HAWQ_TOTAL, GenomeFeatures, channel_terms
 from surrogates._predictors import (
     AutoSurrogate,
     BoostingSurrogate,
+    EnsembleSurrogate,
     ForestSurrogate,
     GPSurrogate,
     HawqProxy,
@@ -39,6 +40,7 @@ from surrogates._sensitivity import (
 __all__ = [
     "AutoSurrogate",
     "BoostingSurrogate",
+    "EnsembleSurrogate",
     "ForestSurrogate",
     "GPSurrogate",
     "GenomeFeatures",

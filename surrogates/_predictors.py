@@ -27,6 +27,7 @@ __all__ = [
     "BoostingSurrogate",
     "HawqProxy",
     "AutoSurrogate",
+    "EnsembleSurrogate",
 ]
 
 _STD_FLOOR = 1e-6
@@ -339,3 +340,46 @@ class AutoSurrogate(_Surrogate):
     def _predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mean, std = self.estimator_.predict(X, return_std=True)
         return np.asarray(mean), np.asarray(std)
+
+
+class EnsembleSurrogate(_Surrogate):
+    """The mean of several predictors, each fitted on all the data (model averaging).
+
+    Where :class:`AutoSurrogate` bets on the one candidate that cross-validates best on a
+    few dozen points (a noisy choice that can flip from one refit to the next), the
+    ensemble averages them: its mean is the members' mean prediction, its std that of the
+    equal-weight mixture, ``sqrt(mean(std_i^2) + var(mean_i))``, so disagreement between
+    members counts as uncertainty. One fit per member and no cross-validation, so it is
+    also cheaper to refit.
+
+    Args:
+        members: ``(name, estimator)`` pairs with ``predict(X, return_std=True)``;
+            default: GP, forest and boosting (:func:`default_candidates` without the HAWQ
+            proxy, whose single monotone feature would pull the mean toward it).
+        random_state: seed of the default members.
+
+    Attributes:
+        members_: the fitted members, in order.
+    """
+
+    def __init__(
+        self,
+        members: Sequence[tuple[str, BaseEstimator]] | None = None,
+        random_state: int | None = 0,
+    ) -> None:
+        self.members = members
+        self.random_state = random_state
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        members = list(self.members) if self.members is not None else [
+            (n, e) for n, e in default_candidates(self.random_state) if n != "hawq"
+        ]
+        if not members:
+            raise ValueError("members is empty: give at least one (name, estimator)")
+        self.members_ = [clone(est).fit(X, y) for _, est in members]
+
+    def _predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = [m.predict(X, return_std=True) for m in self.members_]
+        means = np.stack([np.asarray(o[0]) for o in out])
+        var = np.stack([np.asarray(o[1]) ** 2 for o in out]).mean(0) + means.var(0)
+        return means.mean(0), np.sqrt(var)

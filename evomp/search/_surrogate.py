@@ -34,6 +34,8 @@ SURROGATES.register("gp", lambda seed: surrogates.GPSurrogate())
 SURROGATES.register("forest", lambda seed: surrogates.ForestSurrogate(random_state=seed))
 SURROGATES.register("boosting", lambda seed: surrogates.BoostingSurrogate(random_state=seed))
 SURROGATES.register("hawq", lambda seed: surrogates.HawqProxy())
+SURROGATES.register("ensemble",
+                    lambda seed: surrogates.EnsembleSurrogate(random_state=seed))
 
 
 def build_surrogate(name: str, table: LayerTable, profile: Any, seed: int, n_extra: int = 0

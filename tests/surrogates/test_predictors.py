@@ -12,6 +12,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from surrogates import (
     AutoSurrogate,
     BoostingSurrogate,
+    EnsembleSurrogate,
     ForestSurrogate,
     GPSurrogate,
     HawqProxy,
@@ -33,6 +34,7 @@ ESTIMATORS = [
     HawqProxy(),
     AutoSurrogate(candidates=_small_candidates(), cv=3),
     AutoSurrogate(candidates=_small_candidates(), cv=3, focus=0.5),
+    EnsembleSurrogate(members=_small_candidates()),
 ]
 
 
@@ -47,7 +49,8 @@ def _data(rng, n=60, d=4):
     return X, y
 
 
-@pytest.mark.parametrize("est", ESTIMATORS[:4], ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize("est", [*ESTIMATORS[:4], EnsembleSurrogate()],
+                         ids=lambda e: type(e).__name__)
 def test_predict_with_std(est, rng) -> None:
     X, y = _data(rng)
     m = clone(est).fit(X[:40], y[:40])
@@ -114,3 +117,28 @@ def test_auto_handles_tiny_and_failing_candidates(rng) -> None:
     bad = AutoSurrogate(candidates=[("bad", BoostingSurrogate(n_members=0)),
                                     ("hawq", HawqProxy())], cv=3).fit(X, y)
     assert bad.cv_scores_["bad"] == -1.0 and bad.best_name_ == "hawq"
+
+
+def test_ensemble_is_the_members_mixture(rng) -> None:
+    X, y = _data(rng)
+    members = [("gp", GPSurrogate(n_restarts_optimizer=0)),
+               ("forest", ForestSurrogate(n_estimators=30))]
+    ens = EnsembleSurrogate(members=members).fit(X[:40], y[:40])
+    assert len(ens.members_) == 2
+    alone = [clone(e).fit(X[:40], y[:40]).predict(X[40:], return_std=True) for _, e in members]
+    mu = np.stack([a[0] for a in alone])
+    sd = np.stack([np.maximum(a[1], 1e-6) for a in alone])
+    mean, std = ens.predict(X[40:], return_std=True)
+    np.testing.assert_allclose(mean, mu.mean(0))
+    # the equal-weight mixture: mean of the variances plus the variance of the means
+    np.testing.assert_allclose(std, np.sqrt((sd**2).mean(0) + mu.var(0)))
+    assert np.all(std >= sd.min(0) - 1e-12)
+
+
+def test_ensemble_defaults_and_empty_members(rng) -> None:
+    X, y = _data(rng)
+    ens = EnsembleSurrogate().fit(X, y)
+    assert [type(m).__name__ for m in ens.members_] == [
+        "GPSurrogate", "ForestSurrogate", "BoostingSurrogate"]
+    with pytest.raises(ValueError, match="members is empty"):
+        EnsembleSurrogate(members=[]).fit(X, y)
