@@ -22,7 +22,8 @@ from evomp.space import genome_from_hex
 #: the run's predictor class per ``search.surrogate`` name (``surrogate_quality.csv``'s
 #: ``model`` column; ``auto`` writes the name of the candidate it chose instead)
 PREDICTOR = {"gp": "GPSurrogate", "forest": "ForestSurrogate",
-             "boosting": "BoostingSurrogate", "hawq": "HawqProxy"}
+             "boosting": "BoostingSurrogate", "hawq": "HawqProxy",
+             "ensemble": "EnsembleSurrogate"}
 #: the rules not covered by the other end-to-end tests (``ehvi`` is the default)
 RULES = ("uncertainty", "diverse")
 #: one round of 2 after 4 initial evaluations, few QAT steps
