@@ -19,15 +19,16 @@ trains the best third), ``screen2`` = ``["ptq", "tiny"]`` (two rungs: PTQ, then 
 short QAT), ``async`` = ``search.mode = "async"`` (the cluster mode: local workers take
 queued trials, the controller refits as results land, against the synchronous rounds of
 the demo's default), ``ensemble`` = ``search.surrogate = "ensemble"`` (the mean of the
-GP, forest and boosting predictors instead of the one ``auto`` picks), ``short150`` / ``short100`` = ``qat.steps = 150`` / ``100`` (a shorter
+GP, forest and boosting predictors instead of the one ``auto`` picks), ``short150`` /
+``short100`` = ``qat.steps = 150`` / ``100`` (a shorter
 short QAT per evaluation; the final QAT still trains ``final_steps`` in all).
 
 Prints a table and writes benchmarks/results/bench_budget.json (``--json``: another name
 there); run directories go to benchmarks/results/.budget/ (relative paths only). Measures;
 asserts nothing.
 Usage: python benchmarks/bench_budget.py [--seeds 0 1 2] [--budgets 20 30 40]
-       [--settings float reuse screen screen2 async ensemble short150 short100] [--jobs 2] [--json NAME.json]
-       [--fresh]
+       [--settings float reuse screen screen2 async ensemble short150 short100] [--jobs 2]
+       [--json NAME.json] [--fresh]
 `make demo` side by side with the protocol before reuse (each pretrains, one run):
        python benchmarks/bench_budget.py --seeds 0 --budgets 40 --settings float reuse \
            --fresh --json bench_demo.json
