@@ -55,7 +55,8 @@ def status(d: Path, storage: str | None = None) -> dict:
     rows = rd.read_quality()
     if rows:
         q = {k: rows[-1].get(k) for k in ("round", "kendall_tau", "spearman", "mae", "model",
-                                           "pooled_tau", "pooled_tau_top", "pooled_n")}
+                                           "pooled_tau", "pooled_tau_top", "pooled_n",
+                                           "pooled_n_top")}
         if isinstance(q["round"], float) and q["round"].is_integer():
             q["round"] = int(q["round"])
         out["surrogate"] = q
@@ -91,7 +92,9 @@ def run(args: argparse.Namespace) -> int:
         if q.get("pooled_tau") is not None:
             print(f"                  pooled out-of-sample over {num(q['pooled_n'], '.0f')} round "
                   f"candidates: kendall tau {num(q['pooled_tau'], '.3f')}, within 5 points of "
-                  f"the best {num(q['pooled_tau_top'], '.3f')}")
+                  f"the best {num(q['pooled_tau_top'], '.3f')}"
+                  + ("" if q.get("pooled_n_top") is None else
+                     f" (over {num(q['pooled_n_top'], '.0f')})"))
     if s.get("cpu_seconds") is not None:
         print(f"time:             {float(s['cpu_seconds']):.0f} CPU-seconds"
               + (f", {float(s['wall_seconds']):.0f}s wall" if s.get("wall_seconds") else ""))

@@ -409,11 +409,17 @@ class RunDir:
 
     # --------------------------------------------------------------- quality
     def append_quality(self, row: Mapping[str, Any]) -> None:
-        """Append one round's surrogate quality (header written once)."""
+        """Append one round's surrogate quality (header written once). A file begun by
+        another version keeps its header: a column it lacks is left out of the row, one
+        the row lacks is left empty, so every row stays readable."""
         path = self.quality_csv
         new = not path.is_file() or path.stat().st_size == 0
+        fields = list(row)
+        if not new:
+            with path.open(newline="") as f:
+                fields = next(csv.reader(f), []) or fields
         with writing(path), path.open("a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(row))
+            w = csv.DictWriter(f, fieldnames=fields, restval="", extrasaction="ignore")
             if new:
                 w.writeheader()
             w.writerow(dict(row))

@@ -741,7 +741,7 @@ class Search:
             [r.val_accuracy for r in recs], [r.predicted_accuracy for r in recs],
             best=max((r.val_accuracy for r in ok), default=None))
         return {"pooled_n": float(q["n"]), "pooled_tau": float(q["pooled_tau"]),
-                "pooled_tau_top": float(q["pooled_tau_top"]),
+                "pooled_tau_top": float(q["pooled_tau_top"]), "pooled_n_top": float(q["n_top"]),
                 "pooled_mae": float(q["pooled_mae"])}
 
     def _quality_row(self, round_: int, n_train: int, meas: np.ndarray, pred: np.ndarray,

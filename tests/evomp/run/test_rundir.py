@@ -89,6 +89,17 @@ def test_storage_note_round_trip_masks_the_password(tmp_path: Path) -> None:
     assert str(rd.journal) in rd.storage_note.read_text()
 
 
+def test_quality_rows_follow_the_header_of_a_file_begun_by_another_version(
+        tmp_path: Path) -> None:
+    rd = RunDir(tmp_path)
+    rd.append_quality({"round": 1, "kendall_tau": 0.5, "model": "rf"})
+    # a newer version adds a column and drops one: the old header stays, no row is torn
+    rd.append_quality({"round": 2, "model": "gp", "pooled_n_top": 3})
+    assert rd.quality_csv.read_text().splitlines()[0] == "round,kendall_tau,model"
+    assert rd.read_quality() == [{"round": 1.0, "kendall_tau": 0.5, "model": "rf"},
+                                 {"round": 2.0, "kendall_tau": None, "model": "gp"}]
+
+
 def test_quality_header_once_and_a_torn_row_left_out(tmp_path: Path) -> None:
     rd = RunDir(tmp_path)
     assert rd.read_quality() == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -63,7 +64,10 @@ def test_seeded_run_is_reproducible_and_complete(tiny_runs: Any, tiny_tmp: Path,
     members = json.loads((a / "front.json").read_text())
     assert set(members) == {r["id"] for r in front}
     assert main(["status", str(a)]) == 0
-    assert "true evaluations: 10" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "true evaluations: 10" in out
+    # the pooled rank quality, with how many candidates its frontier figure is over
+    assert re.search(r"pooled out-of-sample over \d+ round candidates: .* \(over \d+\)", out)
     # running again resumes: nothing is trained again, the front is the same
     assert main(["run", str(spec), "--out", str(a), "--quiet"]) == 0
     assert len([t for t in _study(a).trials if t.user_attrs.get("fidelity") == "short"]) == 10
